@@ -1,0 +1,58 @@
+# The two commands a user needs are `make test` and (once site.yml lands) `make demo`.
+# Every step installs what it needs itself and skips what is already there.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+RUN := source scripts/lib.sh && activate_toolchain &&
+
+.PHONY: help test setup host-deps venv image lint yamllint ansible-lint ruff changelog-lint sanity unit argument-specs build molecule clean
+
+help:
+	@echo "make test       full suite: setup, lint, sanity, unit, argument specs, build, molecule"
+	@echo "make molecule   only the molecule scenarios (SCENARIO=name for one)"
+	@echo "make lint       yamllint, ansible-lint (production profile), ruff, changelog fragments"
+	@echo "make clean      remove this checkout's .cache (the shared venv and image stay)"
+
+test: setup lint sanity unit argument-specs build molecule
+
+setup: host-deps venv image
+
+host-deps:
+	@scripts/host-deps.sh
+
+venv:
+	@scripts/controller-venv.sh
+
+image: host-deps
+	@scripts/testhost-image.sh
+
+lint: yamllint ansible-lint ruff changelog-lint
+
+yamllint: venv
+	@$(RUN) yamllint --strict .
+
+ansible-lint: venv
+	@$(RUN) ansible-lint --profile production --strict
+
+ruff: venv
+	@$(RUN) ruff check . && ruff format --check .
+
+changelog-lint: venv
+	@$(RUN) antsibull-changelog lint
+
+sanity: venv
+	@scripts/sanity.sh
+
+unit: venv
+	@$(RUN) pytest tests/unit
+
+argument-specs: venv
+	@$(RUN) python scripts/check_argument_specs.py roles
+
+build: venv
+	@scripts/build-install.sh
+
+molecule: setup
+	@scripts/molecule.sh $(SCENARIO)
+
+clean:
+	rm -rf .cache

@@ -1,0 +1,70 @@
+"""The test host is a real systemd host with the signal semantics the collection relies on."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from conftest import journal, unit_properties, wait_for
+
+PROBE = "signal-probe.service"
+
+
+@pytest.fixture
+def probe_pids(host) -> tuple[int, int]:
+    """(main pid, child pid) of the running probe, as systemd and the probe itself report them."""
+    wait_for(lambda: unit_properties(host, PROBE, "ActiveState")["ActiveState"] == "active", 30, f"{PROBE} active")
+    main_pid = int(unit_properties(host, PROBE, "MainPID")["MainPID"])
+
+    def pids_written_by_current_main() -> tuple[int, int] | None:
+        written = host.run("cat /run/signal-probe/main.pid").stdout.split()
+        return (int(written[0]), int(written[1])) if written and int(written[0]) == main_pid else None
+
+    return wait_for(pids_written_by_current_main, 30, f"{PROBE} main pid {main_pid} to record its child")
+
+
+def test_systemd_is_pid_1_and_the_system_is_running(host) -> None:
+    assert host.process.get(pid=1).comm == "systemd"
+    state = host.run("systemctl is-system-running").stdout.strip()
+    assert state == "running", host.run("systemctl --failed --no-pager").stdout
+
+
+def test_a_type_simple_unit_runs_its_binary_as_main_pid(host, probe_pids) -> None:
+    main_pid, child_pid = probe_pids
+    properties = unit_properties(host, PROBE, "Type", "KillMode", "MainPID", "SubState")
+    assert properties["Type"] == "simple"
+    assert properties["KillMode"] == "mixed"
+    assert properties["SubState"] == "running", journal(host, PROBE)
+    assert int(properties["MainPID"]) == main_pid
+    assert "/usr/local/bin/signal-probe" in host.process.get(pid=main_pid).args
+    assert host.process.get(pid=child_pid).ppid == main_pid
+
+
+def test_sigterm_to_main_pid_reaches_only_that_process_and_systemd_restarts_it(host, probe_pids) -> None:
+    main_pid, child_pid = probe_pids
+    host.check_output(f"kill -TERM {main_pid}")
+
+    report_file = f"/run/signal-probe/report-{main_pid}.json"
+    wait_for(lambda: host.file(report_file).exists, 30, f"the probe's report {report_file}")
+    report = json.loads(host.file(report_file).content_string)
+    assert report["main_signals"] == ["SIGTERM"]
+    assert report["child_pid"] == child_pid
+    assert report["child_alive"], f"the child died while the main process drained: {report}"
+    assert report["child_signals"] == [], f"SIGTERM to the main pid reached the child: {report}"
+
+    def restarted_main_pid() -> int | None:
+        properties = unit_properties(host, PROBE, "MainPID", "ActiveState")
+        pid = int(properties["MainPID"])
+        return pid if properties["ActiveState"] == "active" and pid not in (0, main_pid) else None
+
+    new_pid = wait_for(restarted_main_pid, 30, f"systemd to restart {PROBE}")
+    assert new_pid != main_pid, journal(host, PROBE)
+
+
+def test_systemd_analyze_security_scores_units(host) -> None:
+    result = host.run(f"systemd-analyze security --no-pager {PROBE}")
+    assert result.rc == 0, result.stderr
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout
+    assert 0.0 < float(match.group(1)) <= 10.0

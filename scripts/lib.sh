@@ -1,0 +1,45 @@
+# Shared settings for the scripts in this folder. Source it; do not run it.
+# shellcheck shell=bash
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Outside the clone, so a fresh clone reuses the venv and collections.
+CACHE_DIR="${RELIABLE_CELERY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/reliable-celery}"
+TESTHOST_IMAGE_REPO="reliable-celery-testhost"
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+
+# The controller venv is keyed by what goes into it, so a changed pin builds a new one.
+controller_venv_dir() {
+  local digest
+  digest="$(cat "$REPO_ROOT/requirements-dev.txt" "$REPO_ROOT/requirements-dev.lock" \
+    "$REPO_ROOT/scripts/controller-venv.sh" | sha256sum | cut -c1-12)"
+  printf '%s/venv-%s' "$CACHE_DIR" "$digest"
+}
+
+# Everything a test or demo step needs in its environment: venv tools first in PATH,
+# this checkout as the collection reliable.celery, the bundled third-party collections.
+activate_toolchain() {
+  local venv
+  venv="$(controller_venv_dir)"
+  [[ -f "$venv/.complete" ]] || die "controller venv missing: run scripts/controller-venv.sh (or make venv)"
+  # Ansible's own state (tmp, galaxy cache, what ansible-lint installs) stays in this checkout,
+  # where this checkout is linked as the collection reliable.celery.
+  export ANSIBLE_HOME="$REPO_ROOT/.cache/ansible"
+  mkdir -p "$ANSIBLE_HOME/collections/ansible_collections/reliable"
+  ln -sfn ../../../../.. "$ANSIBLE_HOME/collections/ansible_collections/reliable/celery"
+  export VIRTUAL_ENV="$venv"
+  export PATH="$venv/bin:$PATH"
+  export ANSIBLE_COLLECTIONS_PATH="$ANSIBLE_HOME/collections:$venv/collections"
+  export ANSIBLE_ROLES_PATH="$REPO_ROOT/roles"
+  export ANSIBLE_PIPELINING=True
+  # Plain logs when nobody watches a terminal (CI, redirected output).
+  if [[ ! -t 1 ]]; then export NO_COLOR=1 PY_COLORS=0 ANSIBLE_NOCOLOR=1; fi
+  export TESTHOST_IMAGE
+  TESTHOST_IMAGE="$TESTHOST_IMAGE_REPO:$(testhost_recipe_digest)"
+}
+
+testhost_recipe_digest() {
+  sha256sum "$REPO_ROOT/scripts/testhost-image.sh" | cut -c1-12
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Builds the Debian 12 (bookworm) systemd image the molecule scenarios and the demo boot.
+# The tag is a digest of this file: the image is rebuilt only when it is missing or when
+# this recipe changed. Needs root (debootstrap) and a running dockerd (host-deps.sh).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+IMAGE="$TESTHOST_IMAGE_REPO:$(testhost_recipe_digest)"
+SUITE=bookworm
+MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+PACKAGES=systemd,systemd-sysv,dbus,python3,python3-apt,python3-venv,python3-packaging,ca-certificates,iproute2,procps,sudo
+# Units that only slow a container's boot or fail in one.
+MASKED_UNITS=(
+  getty.target console-getty.service getty@tty1.service
+  systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket
+  systemd-udev-trigger.service systemd-remount-fs.service systemd-firstboot.service
+  apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer
+  systemd-tmpfiles-clean.timer dpkg-db-backup.timer
+  sys-kernel-config.mount sys-kernel-debug.mount sys-kernel-tracing.mount
+)
+
+if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+  log "Test-host image $IMAGE is up to date"
+  exit 0
+fi
+
+rootfs="$(mktemp -d /var/tmp/reliable-celery-rootfs.XXXXXX)"
+trap 'rm -rf "$rootfs"' EXIT
+
+log "Bootstrapping $SUITE into $rootfs (about a minute)"
+debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$rootfs" "$MIRROR" >"$rootfs.log" 2>&1 \
+  || { tail -30 "$rootfs.log" >&2; die "debootstrap failed (full log: $rootfs.log)"; }
+rm -f "$rootfs.log"
+
+cat >"$rootfs/etc/apt/sources.list" <<SOURCES
+deb $MIRROR $SUITE main
+deb $MIRROR $SUITE-updates main
+deb http://deb.debian.org/debian-security $SUITE-security main
+SOURCES
+
+# A TLS-inspecting proxy's CA, where this machine has one, so pip and apt inside the
+# test host trust what this machine trusts. Nothing is copied on a normal machine.
+shopt -s nullglob
+local_cas=(/usr/local/share/ca-certificates/*.crt)
+if ((${#local_cas[@]})); then
+  cp "${local_cas[@]}" "$rootfs/usr/local/share/ca-certificates/"
+  chroot "$rootfs" update-ca-certificates >/dev/null
+fi
+
+: >"$rootfs/etc/machine-id"
+for unit in "${MASKED_UNITS[@]}"; do
+  ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
+done
+rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb
+# An empty list dir dated now looks fresh to apt's cache_valid_time ("No package matching").
+touch -d @0 "$rootfs/var/lib/apt/lists"
+
+log "Importing $IMAGE"
+tar -C "$rootfs" -c . | docker import -c 'ENV container=docker' -c 'CMD ["/sbin/init"]' - "$IMAGE-rootfs" >/dev/null
+# docker import cannot set STOPSIGNAL; systemd shuts down cleanly on SIGRTMIN+3.
+printf 'FROM %s\nSTOPSIGNAL SIGRTMIN+3\n' "$IMAGE-rootfs" \
+  | docker build --quiet --label "org.reliable-celery.recipe=$(testhost_recipe_digest)" -t "$IMAGE" - \
+    >"$rootfs.build.log" 2>&1 || { cat "$rootfs.build.log" >&2; die "docker build of $IMAGE failed"; }
+rm -f "$rootfs.build.log"
+docker rmi "$IMAGE-rootfs" >/dev/null
+
+# Drop images built from older recipes.
+docker image ls --format '{{.Repository}}:{{.Tag}}' "$TESTHOST_IMAGE_REPO" \
+  | grep -vxF "$IMAGE" | xargs -r docker rmi >/dev/null 2>&1 || true
+log "Built $IMAGE"
