@@ -12,7 +12,8 @@ help:
 	@echo "make lint       yamllint, ansible-lint (production profile), ruff, changelog fragments"
 	@echo "make clean      remove this checkout's .cache (the shared venv and image stay)"
 
-test: setup lint sanity unit argument-specs build molecule
+test:
+	@scripts/test.sh
 
 setup: host-deps venv image
 
