@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shlex
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -39,3 +45,73 @@ def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: fl
 def service_journal(host):
     """Returns a function giving a unit's journal, to put in assertion messages."""
     return lambda unit: journal(host, unit)
+
+
+# --- Running Ansible from a test (a converge with other variables, check mode, bad input) ---
+
+
+def run_playbook(playbook: Path, *options: str, extra_vars: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `playbook` against the scenario's hosts; molecule's environment reaches the verifier."""
+    command = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(playbook), *options]
+    if extra_vars is not None:
+        command += ["-e", json.dumps(extra_vars)]
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=1200)
+
+
+def recap(result: subprocess.CompletedProcess, host_name: str) -> dict[str, int]:
+    """The PLAY RECAP counts (ok, changed, failed, ...) of one host."""
+    match = re.search(rf"^{re.escape(host_name)}\s+:\s+(.*)$", result.stdout, re.MULTILINE)
+    assert match, f"no PLAY RECAP line for {host_name}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(1))}
+
+
+def scenario_file(name: str) -> Path:
+    return Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / name
+
+
+# --- Celery workers deployed by the celery_worker role ---
+
+CONFIG_DIR = "/etc/celery"
+RELEASES_DIR = "/opt/celery/releases"
+
+
+def in_worker_environment(instance: str, argv: list[str]) -> str:
+    """A command line running `argv` as the service user with the instance's environment files,
+    read by systemd exactly as the unit reads them."""
+    return shlex.join(
+        [
+            "systemd-run", "--quiet", "--pipe", "--wait", "--collect",
+            "-p", "User=celery",
+            "-p", f"EnvironmentFile={CONFIG_DIR}/worker.env",
+            "-p", f"EnvironmentFile={CONFIG_DIR}/worker-instances/{instance}.env",
+            *argv,
+        ]
+    )  # fmt: skip
+
+
+def celery(host, instance: str, *args: str):
+    """`celery -A reliable_celery_app ARGS` as the instance's worker would see its configuration."""
+    argv = ["/opt/celery/current/bin/celery", "-A", "reliable_celery_app", *args]
+    return host.run(in_worker_environment(instance, argv))
+
+
+SEND_TASK = """
+import json, sys
+from reliable_celery_app import app
+name, args, queue, timeout = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3] or None, float(sys.argv[4])
+result = app.send_task(name, args=args, queue=queue)
+print(json.dumps(result.get(timeout=timeout)))
+"""
+
+
+def call_task(host, name: str, args: list | None = None, *, queue: str = "", timeout: float = 60):
+    """Send a task through the real broker and return its result from the result backend."""
+    instance = "default"  # any instance's environment reaches the broker
+    argv = ["/opt/celery/current/bin/python", "-c", SEND_TASK, name, json.dumps(args or []), queue, str(timeout)]
+    result = host.run(in_worker_environment(instance, argv))
+    assert result.rc == 0, f"task {name} failed: {result.stderr}\n{journal(host, f'celery-worker@{instance}')}"
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main_pid(host, unit: str) -> int:
+    return int(unit_properties(host, unit, "MainPID")["MainPID"])

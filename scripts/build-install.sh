@@ -19,4 +19,16 @@ for unwanted in molecule scripts .ci requirements-dev.txt; do
 done
 ANSIBLE_COLLECTIONS_PATH="$work/installed" ansible-galaxy collection list reliable.celery -p "$work/installed" \
   | grep -q '^reliable.celery' || die "ansible-galaxy does not list the installed reliable.celery"
+# Every role's documentation renders from the installed artifact, with every option.
+for role_dir in "$installed"/roles/*/; do
+  role="reliable.celery.$(basename "$role_dir")"
+  doc="$(ANSIBLE_COLLECTIONS_PATH="$work/installed" ansible-doc -t role "$role" 2>/dev/null)" \
+    || die "ansible-doc -t role $role failed"
+  options="$(python -c 'import sys, yaml; print(*yaml.safe_load(open(sys.argv[1]))["argument_specs"]["main"]["options"])' \
+    "$role_dir/meta/argument_specs.yml")"
+  for option in $options; do
+    grep -q -- "$option" <<<"$doc" || die "ansible-doc -t role $role does not show option $option"
+  done
+  log "ansible-doc -t role $role shows its $(wc -w <<<"$options") options"
+done
 log "Built and installed $(basename "${tarball[0]}") ($(du -h "${tarball[0]}" | cut -f1))"

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Every role's defaults/main.yml keys must equal the options of its argument_specs.
+"""Every role's defaults/main.yml must equal the options of its argument_specs.
 
 For each role: the keys of defaults/main.yml must be exactly the options of the `main`
 entry point in meta/argument_specs.yml (public variables only; `__private` ones excluded),
-and every documented option needs a description. Exits 1 with one line per mismatch.
+each optional option's `default:` (what ansible-doc shows) must equal its value in
+defaults/main.yml, required options have no default, and every option has a description.
+Exits 1 with one line per mismatch.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ def problems_of(role: Path) -> list[str]:
     if "main" not in specs:
         return [f"{role.name}: {specs_file} has no `main` entry point"]
     options = specs["main"].get("options") or {}
-    defaults = {k for k in load_yaml(role / "defaults" / "main.yml") if not k.startswith("__")}
-    undocumented = sorted(defaults - set(options))
+    defaults = {k: v for k, v in load_yaml(role / "defaults" / "main.yml").items() if not k.startswith("__")}
+    undocumented = sorted(set(defaults) - set(options))
     problems = [f"{role.name}: default `{name}` is not documented in argument_specs" for name in undocumented]
     for name, spec in sorted(options.items()):
         required = spec.get("required", False)
@@ -35,6 +37,11 @@ def problems_of(role: Path) -> list[str]:
             problems.append(f"{role.name}: option `{name}` is neither required nor defaulted in defaults/main.yml")
         if name in defaults and required:
             problems.append(f"{role.name}: option `{name}` is required but also has a default")
+        if name in defaults and spec.get("default") != defaults[name]:
+            problems.append(
+                f"{role.name}: option `{name}` documents default {spec.get('default')!r}"
+                f" but defaults/main.yml has {defaults[name]!r}"
+            )
         if not spec.get("description"):
             problems.append(f"{role.name}: option `{name}` has no description")
     return problems

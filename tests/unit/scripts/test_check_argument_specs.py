@@ -32,7 +32,7 @@ def test_matching_defaults_and_specs_pass(tmp_path: Path) -> None:
     make_role(
         tmp_path,
         defaults={"demo_user": "celery", "__demo_private": 1},
-        options={"demo_user": option(), "demo_app": option(required=True)},
+        options={"demo_user": option(default="celery"), "demo_app": option(required=True)},
     )
     assert check.main(tmp_path) == 0
 
@@ -40,10 +40,20 @@ def test_matching_defaults_and_specs_pass(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("defaults", "options", "problem"),
     [
-        ({"demo_user": "x", "demo_extra": 1}, {"demo_user": option()}, "default `demo_extra` is not documented"),
+        (
+            {"demo_user": "x", "demo_extra": 1},
+            {"demo_user": option(default="x")},
+            "default `demo_extra` is not documented",
+        ),
         ({}, {"demo_user": option()}, "option `demo_user` is neither required nor defaulted"),
         ({"demo_user": "x"}, {"demo_user": option(required=True)}, "`demo_user` is required but also has a default"),
-        ({"demo_user": "x"}, {"demo_user": option(description="")}, "option `demo_user` has no description"),
+        (
+            {"demo_user": "x"},
+            {"demo_user": option(default="x", description="")},
+            "option `demo_user` has no description",
+        ),
+        ({"demo_user": "x"}, {"demo_user": option(default="y")}, "documents default 'y' but defaults/main.yml has 'x'"),
+        ({"demo_user": "x"}, {"demo_user": option()}, "documents default None but defaults/main.yml has 'x'"),
     ],
 )
 def test_drift_is_reported(tmp_path: Path, capsys, defaults: dict, options: dict, problem: str) -> None:

@@ -1,0 +1,100 @@
+"""Bad input is refused before anything changes on the host, with a message naming the variable."""
+
+from __future__ import annotations
+
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from conftest import recap, run_playbook, scenario_file
+
+VALID = {
+    "celery_worker_app": "reliable_celery_example.celery:app",
+    "celery_worker_app_packages": ["/usr/local/src/reliable-celery-example"],
+    "celery_worker_broker_url": "redis://:Broker-Secret-7f3a@127.0.0.1:6379/0",
+    "celery_worker_instances": [{"name": "default", "queues": ["celery"], "concurrency": 2}],
+}
+# What the role may not touch when it refuses: its files, the units and the releases.
+FINGERPRINT = (
+    "find /etc/celery /etc/systemd/system /opt/celery /var/lib/celery -printf '%p %s %m %u %T@\\n' | sort | sha256sum"
+)
+
+
+def instance(**fields: object) -> list[dict]:
+    return [{"name": "default", "queues": ["celery"], **fields}]
+
+
+CASES = {
+    "wrong type": ({"celery_worker_max_task_seconds": "ten minutes"}, "celery_worker_max_task_seconds"),
+    "unknown pool": ({"celery_worker_instances": instance(pool="fork")}, "prefork, threads, solo, gevent, eventlet"),
+    "empty queue list": ({"celery_worker_instances": instance(queues=[])}, "queues a non-empty list"),
+    "queue name with a comma": ({"celery_worker_instances": instance(queues=["a,b"])}, "queues a non-empty list"),
+    "duplicate instance names": (
+        {"celery_worker_instances": instance() + instance()},
+        "every name must be unique",
+    ),
+    "zero concurrency": ({"celery_worker_instances": instance(concurrency=0)}, "concurrency > 0"),
+    "negative concurrency": ({"celery_worker_instances": instance(concurrency=-2)}, "concurrency > 0"),
+    "concurrency and autoscale": (
+        {"celery_worker_instances": instance(concurrency=2, autoscale="4,1")},
+        "not both",
+    ),
+    "autoscale below its minimum": ({"celery_worker_instances": instance(autoscale="1,4")}, "MAX >= MIN"),
+    "invalid instance name": ({"celery_worker_instances": [{"name": "web/1"}]}, "name of letters, digits"),
+    "unknown instance option": ({"celery_worker_instances": instance(concurency=2)}, "concurency"),
+    "managed option in extra_args": (
+        {"celery_worker_instances": instance(extra_args=["--concurrency=8"])},
+        "without the options the role manages",
+    ),
+    "malformed app path": ({"celery_worker_app": "proj/celery.py"}, "PACKAGE.MODULE:ATTRIBUTE"),
+    "missing broker URL": ({"celery_worker_broker_url": None}, "celery_worker_broker_url"),
+    "unsupported broker scheme": (
+        {"celery_worker_broker_url": "kafka://broker:9092"},
+        "scheme one of redis, rediss, amqp, amqps, pyamqp",
+    ),
+    "visibility timeout below the longest task": (
+        {"celery_worker_settings": {"broker_transport_options": {"visibility_timeout": 60}}},
+        "visibility_timeout must be at least",
+    ),
+    "late acks without reject on worker lost": (
+        {"celery_worker_settings": {"task_reject_on_worker_lost": False}},
+        "task_acks_late and task_reject_on_worker_lost must stay true",
+    ),
+    "prefetch above one with late acks": (
+        {"celery_worker_settings": {"worker_prefetch_multiplier": 4}},
+        "celery_worker_allow_prefetch_with_acks_late",
+    ),
+    "state db in settings": (
+        {"celery_worker_settings": {"worker_state_db": "/var/lib/shared.db"}},
+        "may not be in celery_worker_settings",
+    ),
+    "reserved environment name": ({"celery_worker_environment": {"CELERY_BROKER_URL": "x"}}, "not CELERY_BROKER_URL"),
+    "multi-line environment value": ({"celery_worker_environment": {"TOKEN": "a\nb"}}, "values one line"),
+    "no app to install": ({"celery_worker_app_packages": []}, "must name the app to install"),
+}
+
+
+def refuse(overrides: dict) -> subprocess.CompletedProcess:
+    variables = {key: value for key, value in {**VALID, **overrides}.items() if value is not None}
+    return run_playbook(scenario_file("role_only.yml"), extra_vars=variables)
+
+
+@pytest.fixture(scope="module")
+def refusals(host) -> dict[str, subprocess.CompletedProcess]:
+    """Every case run once (in parallel: each is a short ansible-playbook run), with the host's
+    files fingerprinted before and after all of them."""
+    before = host.check_output(FINGERPRINT)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = dict(zip(CASES, pool.map(refuse, [overrides for overrides, _ in CASES.values()])))
+    assert host.check_output(FINGERPRINT) == before, "a refused run changed the host"
+    return results
+
+
+@pytest.mark.parametrize(("case", "spec"), CASES.items(), ids=list(CASES))
+def test_bad_input_is_refused_before_any_change(host, refusals, case: str, spec: tuple[dict, str]) -> None:
+    message = spec[1]
+    result = refusals[case]
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, f"{case} was not refused:\n{output[-3000:]}"
+    assert message in output, f"{case}: expected {message!r} in:\n{output[-3000:]}"
+    assert recap(result, host.backend.get_hostname())["changed"] == 0

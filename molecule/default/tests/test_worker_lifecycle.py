@@ -1,0 +1,105 @@
+"""Releases and instances change under running workers without losing their code or tasks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import call_task, journal, main_pid, recap, run_playbook, scenario_file, wait_for
+
+INSTANCES = ["default", "reports"]
+
+
+@pytest.fixture(scope="module")
+def wheelhouse() -> str:
+    """Wheels of Celery and of the example app at 1.0.0 and 2.0.0 (built on the controller)."""
+    script = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "scripts" / "example-wheelhouse.sh"
+    return subprocess.run([script], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def converge(host, **variables: object) -> None:
+    result = run_playbook(scenario_file("converge.yml"), extra_vars=variables)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    return recap(result, host.backend.get_hostname())
+
+
+def current_release(host) -> str:
+    return host.check_output("readlink -f /opt/celery/current")
+
+
+def pids(host) -> dict[str, int]:
+    return {name: main_pid(host, f"celery-worker@{name}") for name in INSTANCES}
+
+
+def test_new_release_never_leaks_into_running_workers_and_restarts_them_when_asked(host, wheelhouse, tmp_path) -> None:
+    first_release = current_release(host)
+    first_pids = pids(host)
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("reliable-celery-example==2.0.0\n")
+
+    # Install release 2.0.0 from the offline wheelhouse, without restarting the workers.
+    converge(
+        host,
+        celery_worker_app_packages=[],
+        celery_worker_app_requirements_file=str(requirements),
+        celery_worker_app_wheelhouse=wheelhouse,
+        celery_worker_restart_on_change=False,
+    )
+    second_release = current_release(host)
+    assert second_release != first_release
+    assert host.file(f"{second_release}/.release.json").contains("requirements_sha256")
+    assert pids(host) == first_pids, "workers restarted although celery_worker_restart_on_change was false"
+    assert second_release in host.file("/etc/systemd/system/celery-worker@.service").content_string
+
+    # The running worker imports the lazily loaded module now, after "current" moved on.
+    ran = call_task(host, "example.code_release")
+    assert ran["version"] == "1.0.0", f"a running worker loaded code from the new release: {ran}"
+    assert ran["file"].startswith(first_release + "/")
+
+    # The next restart picks the new release up.
+    host.check_output("systemctl restart celery-worker@default.service")
+    wait_for(lambda: host.file("/run/celery/worker-default/ready").exists, 60, "celery-worker@default ready")
+    ran = call_task(host, "example.code_release")
+    assert (ran["version"], ran["file"].startswith(second_release + "/")) == ("2.0.0", True), journal(
+        host, "celery-worker@default"
+    )
+
+    # Back to the first release (kept, so not rebuilt): the handler restarts every worker.
+    before = pids(host)
+    counts = converge(host)
+    assert counts["changed"] > 0
+    assert current_release(host) == first_release
+    after = pids(host)
+    assert all(after[name] != before[name] for name in INSTANCES), f"not restarted: {before} -> {after}"
+    assert call_task(host, "example.code_release")["version"] == "1.0.0"
+    assert host.file(second_release).exists, "a release inside celery_worker_releases_to_keep was pruned"
+
+
+def test_removed_instance_is_stopped_disabled_and_cleaned_up(host) -> None:
+    instances = [
+        {"name": "default", "queues": ["celery"], "concurrency": 2},
+        {
+            "name": "reports",
+            "app": "reliable_celery_example.plain:app",
+            "queues": ["reports", "slow"],
+            "concurrency": 1,
+            "max_tasks_per_child": 100,
+            "extra_args": ["--without-mingle", "--without-gossip"],
+            "environment": {"REPORTS_ONLY": "1"},
+        },
+    ]
+    before = pids(host)
+    converge(host, celery_worker_instances=[*instances, {"name": "scratch", "queues": ["scratch"], "pool": "threads"}])
+    assert host.service("celery-worker@scratch").is_running
+    assert call_task(host, "example.whoami", queue="scratch")["node"].startswith("scratch@")
+    assert pids(host) == before, "adding an instance restarted the others"
+
+    converge(host, celery_worker_instances=instances)
+    service = host.service("celery-worker@scratch")
+    assert not service.is_running
+    assert not service.is_enabled
+    assert not host.file("/etc/celery/worker-instances/scratch.env").exists
+    assert not host.file("/var/lib/celery/worker-scratch").exists
+    assert pids(host) == before, "removing an instance restarted the others"

@@ -1,0 +1,49 @@
+"""Secrets stay in the 0640 environment file; re-runs and check mode change and restart nothing."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import main_pid, recap, run_playbook, scenario_file
+
+SECRET = "Broker-Secret-7f3a"  # noqa: S105 - the test broker's password, looked for where it must not be
+INSTANCES = ["default", "reports"]
+
+
+@pytest.fixture
+def main_pids(host) -> dict[str, int]:
+    return {name: main_pid(host, f"celery-worker@{name}") for name in INSTANCES}
+
+
+def test_secret_is_in_the_environment_file_only(host) -> None:
+    assert host.file("/etc/celery/worker.env").contains(SECRET)
+    assert host.run("runuser -u nobody -- cat /etc/celery/worker.env").rc != 0
+    unit_files = host.run(f"grep -rl -- {SECRET} /etc/systemd /run/systemd /lib/systemd").stdout
+    assert unit_files == "", f"the broker password is in unit files: {unit_files}"
+    settings = host.run(f"grep -rl -- {SECRET} /etc/celery /opt/celery /var/lib/celery").stdout.split()
+    assert settings == ["/etc/celery/worker.env"]
+
+
+def test_secret_is_not_in_process_arguments(host) -> None:
+    assert SECRET not in host.check_output("ps -eo args --no-headers")
+
+
+def test_verbose_rerun_shows_no_secret_changes_nothing_and_restarts_nothing(host, main_pids) -> None:
+    result = run_playbook(scenario_file("converge.yml"), "-v")
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert SECRET not in result.stdout + result.stderr
+    assert recap(result, host.backend.get_hostname())["changed"] == 0, result.stdout[-5000:]
+    assert {name: main_pid(host, f"celery-worker@{name}") for name in INSTANCES} == main_pids
+
+
+def test_check_mode_changes_nothing_and_restarts_nothing(host, main_pids) -> None:
+    settings_before = host.file("/etc/celery/worker-settings.json").content_string
+    result = run_playbook(scenario_file("converge.yml"), "--check", extra_vars={"celery_worker_max_task_seconds": 900})
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert SECRET not in result.stdout + result.stderr
+    assert recap(result, host.backend.get_hostname())["changed"] > 0, "check mode should report the pending change"
+    assert host.file("/etc/celery/worker-settings.json").content_string == settings_before
+    assert {name: main_pid(host, f"celery-worker@{name}") for name in INSTANCES} == main_pids
+
+    result = run_playbook(scenario_file("converge.yml"), "--check")
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert recap(result, host.backend.get_hostname())["changed"] == 0, result.stdout[-5000:]

@@ -1,0 +1,108 @@
+"""The worker unit, its hardening and the files the role installs."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import journal, main_pid, unit_properties
+
+INSTANCES = ["default", "reports"]
+
+
+@pytest.mark.parametrize("instance", INSTANCES)
+def test_unit_properties(host, instance: str) -> None:
+    unit = f"celery-worker@{instance}.service"
+    expected = {
+        "Type": "simple",
+        "KillMode": "mixed",
+        "KillSignal": "15",
+        # celery_worker_max_task_seconds 240 + the default 60 s margin
+        "TimeoutStopUSec": "5min",
+        "Restart": "always",
+        "RestartUSec": "5s",
+        "User": "celery",
+        "Group": "celery",
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "PrivateDevices": "yes",
+        "CapabilityBoundingSet": "",
+        "UMask": "0027",
+        "StateDirectory": f"celery/worker-{instance}",
+        "RuntimeDirectory": f"celery/worker-{instance}",
+        "ActiveState": "active",
+        "SubState": "running",
+        "UnitFileState": "enabled",
+    }
+    properties = unit_properties(host, unit, *expected)
+    assert properties == expected, journal(host, unit)
+
+
+@pytest.mark.parametrize("instance", INSTANCES)
+def test_main_pid_is_the_celery_worker_itself_from_its_release(host, instance: str) -> None:
+    unit = f"celery-worker@{instance}.service"
+    pid = main_pid(host, unit)
+    argv = host.file(f"/proc/{pid}/cmdline").content_string.split("\0")
+    assert re.fullmatch(r"/opt/celery/releases/[0-9a-f]{16}/bin/python3?", argv[0]), argv
+    assert re.fullmatch(r"/opt/celery/releases/[0-9a-f]{16}/bin/celery", argv[1]), argv
+    assert argv[2:5] == ["-A", "reliable_celery_app", "worker"], argv
+    assert f"--hostname={instance}@%h" in argv
+    assert f"--statedb=/var/lib/celery/worker-{instance}/worker.state" in argv
+    assert host.check_output(f"readlink -f /proc/{pid}/exe").startswith("/usr/bin/python3")
+
+
+@pytest.mark.parametrize("instance", INSTANCES)
+def test_readiness_marker_names_the_main_pid(host, instance: str) -> None:
+    marker = host.file(f"/run/celery/worker-{instance}/ready")
+    assert marker.exists, journal(host, f"celery-worker@{instance}")
+    hostname = host.check_output("hostname")
+    assert f'"pid": {main_pid(host, f"celery-worker@{instance}")},' in marker.content_string
+    assert f'"node": "{instance}@{hostname}"' in marker.content_string
+
+
+def test_unit_scores_low_exposure(host) -> None:
+    output = host.check_output("systemd-analyze security --no-pager celery-worker@default.service")
+    exposure = float(re.search(r"Overall exposure level for \S+: (\d+\.\d+)", output).group(1))
+    print(f"systemd-analyze security celery-worker@default.service: {exposure}")
+    assert exposure <= 2.0, output
+
+
+def test_service_user(host) -> None:
+    user = host.user("celery")
+    assert user.exists
+    assert user.group == "celery"
+    assert user.home == "/var/lib/celery"
+    assert user.shell == "/usr/sbin/nologin"
+    assert user.uid < 1000
+
+
+@pytest.mark.parametrize(
+    ("path", "owner", "group", "mode"),
+    [
+        ("/etc/celery", "root", "celery", 0o750),
+        ("/etc/celery/worker.env", "root", "celery", 0o640),
+        ("/etc/celery/worker-settings.json", "root", "celery", 0o640),
+        ("/etc/celery/worker-instances", "root", "celery", 0o750),
+        ("/etc/celery/worker-instances/default.env", "root", "celery", 0o640),
+        ("/etc/celery/worker-instances/reports.env", "root", "celery", 0o640),
+        ("/etc/systemd/system/celery-worker@.service", "root", "root", 0o644),
+        ("/opt/celery/releases", "root", "root", 0o755),
+        ("/var/lib/celery", "celery", "celery", 0o750),
+        ("/var/lib/celery/worker-default", "celery", "celery", 0o750),
+        ("/run/celery/worker-default", "celery", "celery", 0o750),
+    ],
+)
+def test_owner_and_mode(host, path: str, owner: str, group: str, mode: int) -> None:
+    file = host.file(path)
+    assert file.exists
+    assert (file.user, file.group, file.mode) == (owner, group, mode)
+
+
+def test_release_is_owned_by_root_and_runs_the_pinned_celery(host) -> None:
+    release = host.check_output("readlink -f /opt/celery/current")
+    assert re.fullmatch(r"/opt/celery/releases/[0-9a-f]{16}", release)
+    assert host.check_output(f"find {release} ! -user root -o -perm /022 ! -type l | head -5") == ""
+    assert host.check_output(f"{release}/bin/celery --version").startswith("5.7.0 ")
+    assert host.file(f"{release}/.release.json").contains('"celery": "celery\\[redis\\]==5.7.0"')
