@@ -4,12 +4,13 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 RUN := source scripts/lib.sh && activate_toolchain &&
 
-.PHONY: help test setup host-deps venv image lint yamllint ansible-lint ruff changelog-lint sanity unit argument-specs build molecule clean
+.PHONY: benchmark-restart help test setup host-deps venv image lint yamllint ansible-lint ruff changelog-lint sanity unit argument-specs build molecule clean
 
 help:
 	@echo "make test       full suite: setup, lint, sanity, unit, argument specs, build, molecule"
 	@echo "make molecule   only the molecule scenarios (SCENARIO=name for one)"
 	@echo "make lint       yamllint, ansible-lint (production profile), ruff, changelog fragments"
+	@echo "make benchmark-restart  restart gap report (docs/benchmarks/restart.md)"
 	@echo "make clean      remove this checkout's .cache (the shared venv and image stay)"
 
 test:
@@ -54,6 +55,12 @@ build: venv
 
 molecule: setup
 	@scripts/molecule.sh $(SCENARIO)
+
+# Not part of `make test`: a report, not an assertion. Writes docs/benchmarks/restart.md.
+benchmark-restart: setup
+	@$(RUN) molecule create -s restart && molecule prepare -s restart && molecule converge -s restart \
+	  && python benchmarks/restart_gap.py --output docs/benchmarks/restart.md; \
+	  status=$$?; molecule destroy -s restart >/dev/null; exit $$status
 
 clean:
 	rm -rf .cache

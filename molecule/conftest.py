@@ -69,6 +69,11 @@ def scenario_file(name: str) -> Path:
     return Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / name
 
 
+def shared_playbook(name: str) -> Path:
+    """A playbook the scenarios share (molecule/resources/playbooks)."""
+    return Path(__file__).parent / "resources" / "playbooks" / name
+
+
 # --- Celery workers deployed by the celery_worker role ---
 
 CONFIG_DIR = "/etc/celery"
@@ -115,3 +120,50 @@ def call_task(host, name: str, args: list | None = None, *, queue: str = "", tim
 
 def main_pid(host, unit: str) -> int:
     return int(unit_properties(host, unit, "MainPID")["MainPID"])
+
+
+SEND_TASKS = """
+import json, sys
+from reliable_celery_app import app
+ids = [app.send_task(name, args=args, queue=queue or None).id for name, args, queue in json.loads(sys.argv[1])]
+print(json.dumps(ids))
+"""
+
+
+def send_tasks(host, tasks: list[tuple[str, list, str]]) -> list[str]:
+    """Send (name, args, queue) tasks without waiting for them; return their ids in order."""
+    argv = ["/opt/celery/current/bin/python", "-c", SEND_TASKS, json.dumps(tasks)]
+    result = host.run(in_worker_environment("default", argv))
+    assert result.rc == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def task_events(host, instance: str = "default") -> list[dict]:
+    """The example app's independent record of task starts and ends (EXAMPLE_TASK_EVENTS=1)."""
+    events = host.file(f"/var/lib/celery/worker-{instance}/task-events.jsonl")
+    return [json.loads(line) for line in events.content_string.splitlines()] if events.exists else []
+
+
+def starts_and_ends(events: list[dict], task_ids: list[str]) -> dict[str, dict[str, list[dict]]]:
+    wanted = set(task_ids)
+    by_id: dict[str, dict[str, list[dict]]] = {task_id: {"start": [], "end": []} for task_id in task_ids}
+    for event in events:
+        if event["id"] in wanted:
+            by_id[event["id"]][event["event"]].append(event)
+    return by_id
+
+
+WAIT_RESULTS = """
+import json, sys
+from reliable_celery_app import app
+timeout = float(sys.argv[2])
+print(json.dumps([app.AsyncResult(task_id).get(timeout=timeout) for task_id in json.loads(sys.argv[1])]))
+"""
+
+
+def task_results(host, task_ids: list[str], timeout: float = 60) -> list:
+    """Wait for the results of tasks sent earlier."""
+    argv = ["/opt/celery/current/bin/python", "-c", WAIT_RESULTS, json.dumps(task_ids), str(timeout)]
+    result = host.run(in_worker_environment("default", argv))
+    assert result.rc == 0, f"{result.stderr}\n{journal(host, 'celery-worker@default')}"
+    return json.loads(result.stdout.strip().splitlines()[-1])

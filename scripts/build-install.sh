@@ -31,4 +31,9 @@ for role_dir in "$installed"/roles/*/; do
   done
   log "ansible-doc -t role $role shows its $(wc -w <<<"$options") options"
 done
+for module_file in "$installed"/plugins/modules/*.py; do
+  module="reliable.celery.$(basename "$module_file" .py)"
+  ANSIBLE_COLLECTIONS_PATH="$work/installed" ansible-doc "$module" >/dev/null 2>&1 || die "ansible-doc $module failed"
+  log "ansible-doc $module renders"
+done
 log "Built and installed $(basename "${tarball[0]}") ($(du -h "${tarball[0]}" | cut -f1))"

@@ -9,8 +9,10 @@ tree="$(mktemp -d)"
 trap 'rm -rf "$tree"' EXIT
 dest="$tree/ansible_collections/reliable/celery"
 mkdir -p "$dest"
-git -C "$REPO_ROOT" ls-files -z --cached --others --exclude-standard \
-  | (cd "$REPO_ROOT" && xargs -0 cp --parents -t "$dest")
+cd "$REPO_ROOT"
+git ls-files -z --cached --others --exclude-standard \
+  | while IFS= read -r -d '' file; do [[ -e "$file" ]] && printf '%s\0' "$file"; done \
+  | xargs -0 cp --parents -t "$dest"
 
 # ansible-test bootstraps pip into its venvs with a get-pip script it downloads from a host
 # that only its own CI reaches. Stand in for it with the same pip taken from PyPI, and keep

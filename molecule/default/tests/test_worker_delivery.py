@@ -101,7 +101,7 @@ def test_failing_task_reports_its_error_and_the_worker_keeps_running(host) -> No
 
 def test_environment_values_reach_the_worker_unchanged(host) -> None:
     """Quotes, backslashes and dollars in celery_worker_environment survive the environment file."""
-    expected = 'tok-"quoted"-\\back-$HOME-Broker-Secret-7f3a'
+    expected = 'tok-"quoted"-\\back-$HOME-Broker-Secret-7f3a-0d2c9e'
     digest = call_task(host, "example.environment_digest", ["EXAMPLE_API_TOKEN"])
     assert digest == hashlib.sha256(expected.encode()).hexdigest()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import main_pid, recap, run_playbook, scenario_file
 
-SECRET = "Broker-Secret-7f3a"  # noqa: S105 - the test broker's password, looked for where it must not be
+SECRET = "Broker-Secret-7f3a-0d2c9e"  # noqa: S105 - the test broker's password, looked for where it must not be
 INSTANCES = ["default", "reports"]
 
 

@@ -4,11 +4,36 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import os
 import socket
 import time
 
 from celery import shared_task
+from celery.signals import task_postrun, task_prerun
+
+# With EXAMPLE_TASK_EVENTS=1, every task start and end is appended to task-events.jsonl in the
+# worker's StateDirectory: a record of what ran, independent of the result backend, that tells
+# a task that was lost (no end) or ran twice (two starts) apart.
+EVENTS_FILE = "task-events.jsonl"
+
+
+def _record_event(event: str, task_id: str, task_name: str, **details: object) -> None:
+    line = json.dumps({"event": event, "id": task_id, "name": task_name, "t": time.time(), **details, **_where()})
+    # One short O_APPEND write per event: concurrent pool processes do not interleave lines.
+    with open(os.path.join(os.environ["STATE_DIRECTORY"], EVENTS_FILE), "a") as events:
+        events.write(line + "\n")
+
+
+if os.environ.get("EXAMPLE_TASK_EVENTS") == "1" and os.environ.get("STATE_DIRECTORY"):
+
+    @task_prerun.connect(weak=False)
+    def _record_start(task_id=None, task=None, **_kwargs) -> None:
+        _record_event("start", task_id, task.name)
+
+    @task_postrun.connect(weak=False)
+    def _record_end(task_id=None, task=None, state=None, **_kwargs) -> None:
+        _record_event("end", task_id, task.name, state=state)
 
 
 def _where() -> dict[str, object]:

@@ -77,3 +77,39 @@ def test_main_pid(properties: dict[str, str], expected: int | None) -> None:
 @pytest.mark.parametrize("load_state", ["not-found", "masked", "bad-setting", "error", ""])
 def test_units_that_cannot_be_started_are_not_loaded(load_state: str) -> None:
     assert not _systemd.is_loaded({"LoadState": load_state})
+
+
+def test_repeated_keys_keep_every_line() -> None:
+    output = "EnvironmentFiles=/etc/a.env (ignore_errors=no)\nEnvironmentFiles=/etc/b.env (ignore_errors=yes)\n"
+    properties = _systemd.parse_show_output(output)
+    assert _systemd.environment_files(properties["EnvironmentFiles"]) == ["/etc/a.env", "/etc/b.env"]
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("5min", 300.0),
+        ("1h 30min", 5400.0),
+        ("500ms", 0.5),
+        ("1min 30s", 90.0),
+        ("90", 90.0),
+        ("infinity", None),
+        ("", None),
+    ],
+)
+def test_parse_timespan(value: str, seconds: float | None) -> None:
+    assert _systemd.parse_timespan(value) == seconds
+
+
+def test_parse_timespan_refuses_what_it_does_not_know() -> None:
+    with pytest.raises(ValueError, match="not a systemd time span"):
+        _systemd.parse_timespan("5 fortnights")
+
+
+def test_exec_start_argv() -> None:
+    value = (
+        "{ path=/opt/r/bin/celery ; argv[]=/opt/r/bin/celery -A app worker --hostname=default@%h ; "
+        "ignore_errors=no ; start_time=[n/a] ; stop_time=[n/a] ; pid=0 ; code=(null) ; status=0/0 }"
+    )
+    assert _systemd.exec_start_argv(value) == ["/opt/r/bin/celery", "-A", "app", "worker", "--hostname=default@%h"]
+    assert _systemd.exec_start_argv("") == []

@@ -1,4 +1,5 @@
-"""Bad input is refused before anything changes on the host, with a message naming the variable."""
+"""Bad input to the roles is refused before anything changes on the host, with a message naming
+the variable and what is allowed."""
 
 from __future__ import annotations
 
@@ -8,15 +9,18 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from conftest import recap, run_playbook, scenario_file
 
+WORKER = "reliable.celery.celery_worker"
+BROKER = "reliable.celery.celery_broker"
 VALID = {
     "celery_worker_app": "reliable_celery_example.celery:app",
     "celery_worker_app_packages": ["/usr/local/src/reliable-celery-example"],
-    "celery_worker_broker_url": "redis://:Broker-Secret-7f3a@127.0.0.1:6379/0",
+    "celery_worker_broker_url": "redis://:Broker-Secret-7f3a-0d2c9e@127.0.0.1:6379/0",
     "celery_worker_instances": [{"name": "default", "queues": ["celery"], "concurrency": 2}],
 }
 # What the role may not touch when it refuses: its files, the units and the releases.
 FINGERPRINT = (
-    "find /etc/celery /etc/systemd/system /opt/celery /var/lib/celery -printf '%p %s %m %u %T@\\n' | sort | sha256sum"
+    "find /etc/celery /etc/systemd/system /opt/celery /var/lib/celery /etc/redis"
+    " -printf '%p %s %m %u %T@\\n' | sort | sha256sum"
 )
 
 
@@ -72,11 +76,29 @@ CASES = {
     "multi-line environment value": ({"celery_worker_environment": {"TOKEN": "a\nb"}}, "values one line"),
     "no app to install": ({"celery_worker_app_packages": []}, "must name the app to install"),
 }
+BROKER_VALID = {"celery_broker_password": "Broker-Secret-7f3a-0d2c9e"}
+BROKER_CASES = {
+    "broker: missing password": ({"celery_broker_password": None}, "celery_broker_password"),
+    "broker: short password": ({"celery_broker_password": "short"}, "at least 16 characters"),
+    "broker: password with a space": ({"celery_broker_password": "a password with spaces"}, "without whitespace"),
+    "broker: unknown type": ({"celery_broker_type": "kafka"}, "celery_broker_type"),
+    "broker: bind address that is a name": ({"celery_broker_bind_addresses": ["redis.example"]}, "IP address"),
+    "broker: no bind address": ({"celery_broker_bind_addresses": []}, "at least one IP address"),
+    "broker: port out of range": ({"celery_broker_port": 70000}, "celery_broker_port must be 1-65535"),
+    "broker: maxmemory not a size": ({"celery_broker_redis_maxmemory": "lots"}, "celery_broker_redis_maxmemory"),
+    "broker: appendfsync no": ({"celery_broker_redis_appendfsync": "no"}, "always, everysec"),
+}
 
 
-def refuse(overrides: dict) -> subprocess.CompletedProcess:
-    variables = {key: value for key, value in {**VALID, **overrides}.items() if value is not None}
-    return run_playbook(scenario_file("role_only.yml"), extra_vars=variables)
+ALL_CASES = {
+    **{name: (WORKER, {**VALID, **overrides}, message) for name, (overrides, message) in CASES.items()},
+    **{name: (BROKER, {**BROKER_VALID, **overrides}, message) for name, (overrides, message) in BROKER_CASES.items()},
+}
+
+
+def refuse(role: str, variables: dict) -> subprocess.CompletedProcess:
+    given = {key: value for key, value in variables.items() if value is not None}
+    return run_playbook(scenario_file("role_only.yml"), extra_vars={"test_role": role, **given})
 
 
 @pytest.fixture(scope="module")
@@ -85,14 +107,15 @@ def refusals(host) -> dict[str, subprocess.CompletedProcess]:
     files fingerprinted before and after all of them."""
     before = host.check_output(FINGERPRINT)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        results = dict(zip(CASES, pool.map(refuse, [overrides for overrides, _ in CASES.values()])))
+        runs = [pool.submit(refuse, role, variables) for role, variables, _ in ALL_CASES.values()]
+        results = {name: run.result() for name, run in zip(ALL_CASES, runs)}
     assert host.check_output(FINGERPRINT) == before, "a refused run changed the host"
     return results
 
 
-@pytest.mark.parametrize(("case", "spec"), CASES.items(), ids=list(CASES))
-def test_bad_input_is_refused_before_any_change(host, refusals, case: str, spec: tuple[dict, str]) -> None:
-    message = spec[1]
+@pytest.mark.parametrize(("case", "spec"), ALL_CASES.items(), ids=list(ALL_CASES))
+def test_bad_input_is_refused_before_any_change(host, refusals, case: str, spec: tuple[str, dict, str]) -> None:
+    message = spec[2]
     result = refusals[case]
     output = result.stdout + result.stderr
     assert result.returncode != 0, f"{case} was not refused:\n{output[-3000:]}"

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Benchmark: what a restart under load costs, for the restart module and for `systemctl restart`.
+
+Runs against a test host where the `restart` molecule scenario converged (the worker records
+task starts and ends: EXAMPLE_TASK_EVENTS=1). Per method: a long task starts, short tasks fill
+the queue, the worker is restarted, and once every task ended the report gives the drain and
+ready seconds and the consumption gap: the longest time no task started while the queue still
+held tasks. Prints a markdown report; asserts nothing (figures on a busy machine vary).
+
+    make benchmark-restart            # creates the host, runs this, destroys the host
+    benchmarks/restart_gap.py --host rc-restart --long-seconds 60 --short-tasks 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+UNIT = "celery-worker@default.service"
+EVENTS = "/var/lib/celery/worker-default/task-events.jsonl"
+MARKER = "/run/celery/worker-default/ready"
+WORKER_ENV = [
+    "systemd-run", "--quiet", "--pipe", "--wait", "--collect", "-p", "User=celery",
+    "-p", "EnvironmentFile=/etc/celery/worker.env", "-p", "EnvironmentFile=/etc/celery/worker-instances/default.env",
+]  # fmt: skip
+SEND = """
+import json, sys
+from reliable_celery_app import app
+print(json.dumps([app.send_task(n, args=a).id for n, a in json.loads(sys.argv[1])]))
+"""
+
+
+def on_host(host: str, argv: list[str], **kwargs) -> str:
+    return subprocess.run(["docker", "exec", host, *argv], capture_output=True, text=True, check=True, **kwargs).stdout
+
+
+def send(host: str, tasks: list[tuple[str, list]]) -> list[str]:
+    output = on_host(host, [*WORKER_ENV, "/opt/celery/current/bin/python", "-c", SEND, json.dumps(tasks)])
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def events(host: str) -> list[dict]:
+    text = on_host(host, ["sh", "-c", f"cat {EVENTS} 2>/dev/null || true"])
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def wait(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.5)
+    return result
+
+
+def restart_with_module(host: str) -> dict[str, float]:
+    env = {**os.environ, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "json"}
+    command = [
+        "ansible", "all", "-i", f"{host},", "-c", "community.docker.docker",
+        "-m", "reliable.celery.celery_worker_restart", "-a", f"name={UNIT}",
+    ]  # fmt: skip
+    output = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
+    result = json.loads(output)["plays"][0]["tasks"][0]["hosts"][host]
+    return {"drain_seconds": result["drain_seconds"], "ready_seconds": result["ready_seconds"]}
+
+
+def restart_with_systemctl(host: str) -> dict[str, float]:
+    started = time.monotonic()
+    on_host(host, ["systemctl", "restart", UNIT])
+    restarted = time.monotonic()
+    pid = on_host(host, ["systemctl", "show", "-p", "MainPID", "--value", UNIT]).strip()
+    wait(lambda: f'"pid": {pid},' in on_host(host, ["sh", "-c", f"cat {MARKER} 2>/dev/null || true"]), 120, "ready")
+    return {"drain_seconds": round(restarted - started, 3), "ready_seconds": round(time.monotonic() - restarted, 3)}
+
+
+def measure(host: str, method: str, long_seconds: float, short_tasks: int, short_seconds: float) -> dict:
+    on_host(host, ["sh", "-c", f": > {EVENTS}"])
+    (long_id,) = send(host, [("example.sleep", [long_seconds])])
+    wait(lambda: any(e["id"] == long_id for e in events(host)), 60, "the long task to start")
+    short_ids = send(host, [("example.sleep", [short_seconds])] * short_tasks)
+    time.sleep(2)  # the worker is busy; most short tasks are still queued
+    restart_at = float(on_host(host, ["date", "+%s.%N"]))
+    timings = restart_with_module(host) if method == "module" else restart_with_systemctl(host)
+    ids = {long_id, *short_ids}
+    wait(lambda: {e["id"] for e in events(host) if e["event"] == "end"} >= ids, 600, "every task to end")
+    recorded = [e for e in events(host) if e["id"] in ids]
+    starts = sorted(e["t"] for e in recorded if e["event"] == "start")
+    last_start = starts[-1]
+    window = [restart_at] + [t for t in starts if t >= restart_at]
+    gap = max((b - a for a, b in zip(window, window[1:])), default=0.0) if last_start > restart_at else 0.0
+    start_counts: dict[str, int] = {}
+    for event in recorded:
+        if event["event"] == "start":
+            start_counts[event["id"]] = start_counts.get(event["id"], 0) + 1
+    ended = {e["id"] for e in recorded if e["event"] == "end" and e["state"] == "SUCCESS"}
+    return {
+        "method": method,
+        **timings,
+        "gap_seconds": round(gap, 2),
+        "lost": len(ids - ended),
+        "ran_twice": sum(1 for count in start_counts.values() if count > 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="rc-restart", help="test-host container (default: %(default)s)")
+    parser.add_argument("--long-seconds", type=float, default=60)
+    parser.add_argument("--short-tasks", type=int, default=200)
+    parser.add_argument("--short-seconds", type=float, default=0.2)
+    parser.add_argument("--output", type=Path, help="also write the report to this file")
+    args = parser.parse_args()
+
+    load = (args.long_seconds, args.short_tasks, args.short_seconds)
+    rows = [measure(args.host, method, *load) for method in ("module", "systemctl")]
+    labels = {"module": "`celery_worker_restart` (drain)", "systemctl": "`systemctl restart` (KillMode=mixed)"}
+    report = [
+        f"## Restart under load — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}. Test host: Debian 12 systemd",
+        f"container, Celery 5.7.0, Redis, prefork -c 4. Load: one {args.long_seconds:g} s task running and"
+        f" {args.short_tasks} tasks of {args.short_seconds:g} s queued when the restart starts.",
+        "",
+        "| restart | drain s | ready s | consumption gap s | lost | ran twice |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {labels[r['method']]} | {r['drain_seconds']} | {r['ready_seconds']} | {r['gap_seconds']} |"
+            f" {r['lost']} | {r['ran_twice']} |"
+            for r in rows
+        ),
+        "",
+        "Consumption gap: the longest time no task started while the queue still held tasks. A drain",
+        "restart stops consuming when it starts draining, so the gap follows the longest running task.",
+    ]
+    text = "\n".join(report)
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,416 @@
+#!/usr/bin/python
+# Copyright: reliable.celery contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: celery_worker_restart
+short_description: Restart a Celery worker unit gracefully, letting its running tasks finish
+version_added: 0.1.0
+description:
+  - Sends C(SIGTERM) to the unit's main process only (a Celery warm shutdown) and waits, within O(drain_timeout),
+    until that process has finished its running tasks and exited. Then starts the unit, without racing systemd's
+    own C(Restart=), and confirms that the new process is ready to consume, not merely C(active).
+  - Never sends C(SIGKILL) unless O(kill_after) is set. On a drain time-out without O(kill_after) it fails and leaves
+    the worker draining.
+  - A unit that is not running is started and confirmed ready. A unit being stopped by someone else is waited for.
+  - A C(Restart=always) unit that exited cleanly waits C(RestartSec) before systemd starts it again, and systemd
+    holds a plain start until then; the module restarts such a unit at once instead, and leaves alone a unit that
+    systemd already brought back.
+author:
+  - reliable.celery maintainers (@reliable-celery)
+attributes:
+  check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
+    support: full
+    details: Reports C(changed=true) for a unit it would restart or start; sends nothing.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
+    support: none
+  idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation
+      indicates no change.
+    support: none
+    details: Every run restarts a running worker.
+options:
+  name:
+    description:
+      - The worker unit, for example C(celery-worker@default). C(.service) is added when no suffix is given.
+    type: str
+    required: true
+  drain_timeout:
+    description:
+      - Seconds to wait, after C(SIGTERM), for the old main process to finish its tasks and exit.
+      - Defaults to the unit's C(TimeoutStopSec), which the celery_worker role derives from the longest task.
+    type: float
+  ready_timeout:
+    description:
+      - Seconds to wait, after the start, for the new process to be ready.
+    type: float
+    default: 120
+  readiness:
+    description:
+      - How the new process is confirmed ready.
+      - V(marker) waits for the readiness marker the worker writes from its C(worker_ready) signal, naming the new
+        main pid.
+      - V(ping) waits until C(celery inspect ping) to the worker's node answers, run as the unit's user with its
+        environment files.
+      - V(none) only waits for a new main pid.
+    type: str
+    choices: [marker, ping, none]
+    default: marker
+  marker_path:
+    description:
+      - The readiness marker. Defaults to C(ready) in the unit's C(RuntimeDirectory) below C(/run).
+    type: path
+  node:
+    description:
+      - Celery node name to ping with O(readiness=ping). Defaults to the C(--hostname) of the unit's C(ExecStart),
+        with C(%h) replaced by the host name.
+    type: str
+  kill_after:
+    description:
+      - Seconds after C(SIGTERM) at which whatever is left of the unit is killed with C(SIGKILL).
+      - Unset (the default), nothing is ever killed. Tasks that are killed are redelivered and run again from the
+        start when the workers use late acknowledgement.
+    type: float
+notes:
+  - The readiness marker is written by the C(reliable_celery_app) wrapper that the celery_worker role installs.
+seealso:
+  - name: reliable.celery.celery_worker role
+    description: Installs the units this module restarts.
+    link: https://github.com/reliable-celery/reliable.celery/tree/main/roles/celery_worker
+"""
+
+EXAMPLES = r"""
+- name: Restart a worker, letting its running tasks finish
+  reliable.celery.celery_worker_restart:
+    name: celery-worker@default
+
+- name: Restart, but kill what still runs after ten minutes
+  reliable.celery.celery_worker_restart:
+    name: celery-worker@reports
+    drain_timeout: 660
+    kill_after: 600
+
+- name: Confirm readiness by pinging the node
+  reliable.celery.celery_worker_restart:
+    name: celery-worker@default
+    readiness: ping
+"""
+
+RETURN = r"""
+old_pid:
+  description: Main pid before the restart, or null when the unit was not running.
+  returned: always
+  type: int
+  sample: 4242
+new_pid:
+  description: Main pid of the started process, or null in check mode.
+  returned: always
+  type: int
+  sample: 4377
+was_running:
+  description: Whether the unit had a running main process.
+  returned: always
+  type: bool
+  sample: true
+signalled:
+  description: Whether SIGTERM was sent to the old main process.
+  returned: always
+  type: bool
+  sample: true
+killed:
+  description: Whether the unit was sent SIGKILL because O(kill_after) passed.
+  returned: always
+  type: bool
+  sample: false
+drain_seconds:
+  description: Seconds from SIGTERM until the old main process exited (0 when none ran).
+  returned: always
+  type: float
+  sample: 12.4
+ready_seconds:
+  description: Seconds from the start until the new process was ready.
+  returned: always
+  type: float
+  sample: 1.9
+"""
+
+import json
+import os
+import signal
+import socket
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.reliable.celery.plugins.module_utils import _systemd
+
+POLL_SECONDS = 0.2
+# After SIGKILL, the time the kernel and systemd get to reap the unit's processes.
+KILL_GRACE_SECONDS = 10.0
+PROPERTIES = (
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "MainPID",
+    "TimeoutStopUSec",
+    "RuntimeDirectory",
+    "ExecStart",
+    "User",
+    "Group",
+    "EnvironmentFiles",
+)
+
+
+class RestartFailed(Exception):
+    """A restart that cannot go on; the message says what a human can do."""
+
+
+def process_running(pid):
+    """Whether ``pid`` is a live process (a zombie waiting for systemd to reap it is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open("/proc/%d/stat" % pid) as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class WorkerRestart:
+    def __init__(self, module):
+        self.module = module
+        self.params = module.params
+        self.unit = module.params["name"]
+        if "." not in self.unit:
+            self.unit += ".service"
+        self.systemctl = module.get_bin_path("systemctl", required=True)
+        self.result = dict(
+            changed=False,
+            old_pid=None,
+            new_pid=None,
+            was_running=False,
+            signalled=False,
+            killed=False,
+            drain_seconds=0.0,
+            ready_seconds=0.0,
+        )
+
+    def properties(self):
+        try:
+            return _systemd.show_unit(self.module.run_command, self.systemctl, self.unit, PROPERTIES)
+        except _systemd.UnitQueryError as error:
+            raise RestartFailed(str(error)) from error
+
+    def systemctl_run(self, *args):
+        rc, _out, err = self.module.run_command([self.systemctl, *args, "--", self.unit])
+        if rc != 0:
+            raise RestartFailed("systemctl %s %s failed (rc=%d): %s" % (" ".join(args), self.unit, rc, err.strip()))
+
+    def journal(self):
+        journalctl = self.module.get_bin_path("journalctl")
+        if not journalctl:
+            return ""
+        return self.module.run_command([journalctl, "--no-pager", "-n", "30", "-u", self.unit])[1]
+
+    def run(self):
+        before = self.properties()
+        if not _systemd.is_loaded(before):
+            raise RestartFailed(
+                "unit %s is not loaded (LoadState=%s): is the name right and the unit installed?"
+                % (self.unit, before.get("LoadState", "unknown"))
+            )
+        old_pid = _systemd.main_pid(before)
+        self.result["old_pid"] = old_pid
+        self.result["was_running"] = old_pid is not None and before.get("ActiveState") in ("active", "reloading")
+        self.result["changed"] = True
+        # Settle how readiness is checked before anything is sent.
+        ready = self.readiness_check(before)
+        if self.module.check_mode:
+            return self.result
+
+        if old_pid is not None:
+            self.drain(old_pid, before)
+        self.start(old_pid)
+        new_pid = self.wait_for_new_main_pid(old_pid)
+        self.wait_ready(new_pid, ready)
+        return self.result
+
+    def drain_timeout(self, properties):
+        if self.params["drain_timeout"] is not None:
+            return self.params["drain_timeout"]
+        stop_timeout = _systemd.parse_timespan(properties.get("TimeoutStopUSec", ""))
+        if stop_timeout is None:
+            raise RestartFailed(
+                "%s has no TimeoutStopSec to drain within: set drain_timeout (seconds to wait for running tasks)"
+                % self.unit
+            )
+        return stop_timeout
+
+    def drain(self, pid, properties):
+        """SIGTERM to the main process only (unless it is already being stopped), then wait for it."""
+        timeout = self.drain_timeout(properties)
+        kill_after = self.params["kill_after"]
+        started = time.monotonic()
+        if properties.get("ActiveState") in ("active", "reloading"):
+            try:
+                os.kill(pid, signal.SIGTERM)
+                self.result["signalled"] = True
+            except ProcessLookupError:
+                pass  # it exited on its own meanwhile
+        while process_running(pid):
+            elapsed = time.monotonic() - started
+            if kill_after is not None and elapsed >= kill_after and not self.result["killed"]:
+                self.systemctl_run("kill", "--kill-whom=all", "--signal=SIGKILL")
+                self.result["killed"] = True
+                timeout = max(timeout, elapsed + KILL_GRACE_SECONDS)
+            if elapsed >= timeout:
+                raise RestartFailed(
+                    "%s (main pid %d) is still finishing its tasks %.0f s after SIGTERM (drain_timeout=%s). "
+                    "Nothing was killed: it keeps draining and systemd will start it again once it exits. Wait, "
+                    "raise drain_timeout, or set kill_after to kill what is left (its tasks then run again)."
+                    % (self.unit, pid, elapsed, timeout)
+                )
+            time.sleep(POLL_SECONDS)
+        self.result["drain_seconds"] = round(time.monotonic() - started, 3)
+
+    def start(self, old_pid):
+        """Start the unit once, whatever systemd's Restart= is doing with it.
+
+        After a clean exit a Restart=always unit waits RestartSec in SubState auto-restart, and
+        systemd holds a plain start until that timer fires; a restart skips the wait. A unit that
+        systemd already brought back needs nothing; a start of a running unit does nothing.
+        """
+        properties = self.properties()
+        pid = _systemd.main_pid(properties)
+        if pid is not None and pid != old_pid and properties.get("ActiveState") == "active":
+            return
+        self.systemctl_run("restart" if properties.get("SubState") == "auto-restart" else "start")
+
+    def wait_for_new_main_pid(self, old_pid):
+        """The start returns once systemd forked the process; read its main pid (Restart= may have
+        started it already: systemctl start then did nothing, and the pid is still new)."""
+        deadline = time.monotonic() + self.params["ready_timeout"]
+        while True:
+            properties = self.properties()
+            pid = _systemd.main_pid(properties)
+            if pid is not None and pid != old_pid and properties.get("ActiveState") == "active":
+                self.result["new_pid"] = pid
+                return pid
+            if time.monotonic() > deadline:
+                raise RestartFailed(
+                    "%s has no new main process %.0f s after the start (ActiveState=%s, SubState=%s). Journal:\n%s"
+                    % (
+                        self.unit,
+                        self.params["ready_timeout"],
+                        properties.get("ActiveState"),
+                        properties.get("SubState"),
+                        self.journal(),
+                    )
+                )
+            time.sleep(POLL_SECONDS)
+
+    def readiness_check(self, properties):
+        """A function telling whether the process with a given pid is ready, or None (readiness=none)."""
+        if self.params["readiness"] == "marker":
+            return self.marker_check(properties)
+        if self.params["readiness"] == "ping":
+            return self.ping_check(properties)
+        return None
+
+    def wait_ready(self, pid, ready):
+        if ready is None:
+            return
+        readiness = self.params["readiness"]
+        started = time.monotonic()
+        deadline = started + self.params["ready_timeout"]
+        while not ready(pid):
+            if time.monotonic() > deadline:
+                raise RestartFailed(
+                    "%s (main pid %d) did not report ready (readiness=%s) within %.0f s (ready_timeout). Journal:\n%s"
+                    % (self.unit, pid, readiness, self.params["ready_timeout"], self.journal())
+                )
+            time.sleep(POLL_SECONDS)
+        self.result["ready_seconds"] = round(time.monotonic() - started, 3)
+
+    def marker_check(self, properties):
+        path = self.params["marker_path"]
+        if not path:
+            runtime_directory = (properties.get("RuntimeDirectory") or "").split()
+            if not runtime_directory:
+                raise RestartFailed(
+                    "%s has no RuntimeDirectory for a readiness marker: set marker_path, or readiness=ping or none"
+                    % self.unit
+                )
+            path = os.path.join("/run", runtime_directory[0], "ready")
+
+        def marker_names(pid):
+            try:
+                with open(path) as marker:
+                    return json.load(marker).get("pid") == pid
+            except (OSError, ValueError):
+                return False
+
+        return marker_names
+
+    def ping_check(self, properties):
+        argv = _systemd.exec_start_argv(properties.get("ExecStart", ""))
+        if "worker" not in argv:
+            raise RestartFailed("%s does not run `celery ... worker`: use readiness=marker or none" % self.unit)
+        node = self.params["node"] or self.node_from(argv)
+        command = ["systemd-run", "--quiet", "--pipe", "--wait", "--collect"]
+        for name in ("User", "Group"):
+            if properties.get(name):
+                command += ["-p", "%s=%s" % (name, properties[name])]
+        for path in _systemd.environment_files(properties.get("EnvironmentFiles", "")):
+            command += ["-p", "EnvironmentFile=%s" % path]
+        command += [*argv[: argv.index("worker")], "inspect", "ping", "-d", node, "--timeout", "1"]
+
+        def node_answers(_pid):
+            return self.module.run_command(command)[0] == 0
+
+        return node_answers
+
+    def node_from(self, argv):
+        for index, arg in enumerate(argv):
+            if arg.startswith("--hostname="):
+                return arg.split("=", 1)[1].replace("%h", socket.gethostname())
+            if arg in ("-n", "--hostname") and index + 1 < len(argv):
+                return argv[index + 1].replace("%h", socket.gethostname())
+        raise RestartFailed("%s sets no --hostname: give the Celery node name in `node`" % self.unit)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            name=dict(type="str", required=True),
+            drain_timeout=dict(type="float"),
+            ready_timeout=dict(type="float", default=120),
+            readiness=dict(type="str", choices=["marker", "ping", "none"], default="marker"),
+            marker_path=dict(type="path"),
+            node=dict(type="str"),
+            kill_after=dict(type="float"),
+        ),
+        supports_check_mode=True,
+    )
+    for option in ("drain_timeout", "ready_timeout", "kill_after"):
+        if module.params[option] is not None and module.params[option] <= 0:
+            module.fail_json(msg="%s must be a positive number of seconds, got %s" % (option, module.params[option]))
+
+    restart = WorkerRestart(module)
+    try:
+        result = restart.run()
+    except RestartFailed as error:
+        module.fail_json(msg=str(error), **restart.result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
