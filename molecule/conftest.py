@@ -76,6 +76,15 @@ def shared_playbook(name: str) -> Path:
 
 # --- Celery workers deployed by the celery_worker role ---
 
+# What the roles manage on a host; a run that must change nothing leaves this unchanged.
+MANAGED_PATHS = "/etc/celery /etc/systemd/system /opt/celery /var/lib/celery /etc/redis"
+
+
+def fingerprint(host) -> str:
+    """A digest of the names, sizes, modes, owners and times of everything the roles manage."""
+    return host.check_output(f"find {MANAGED_PATHS} -printf '%p %s %m %u %T@\\n' | sort | sha256sum")
+
+
 CONFIG_DIR = "/etc/celery"
 RELEASES_DIR = "/opt/celery/releases"
 

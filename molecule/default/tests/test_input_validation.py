@@ -7,7 +7,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import recap, run_playbook, scenario_file
+from conftest import fingerprint, recap, run_playbook, scenario_file
 
 WORKER = "reliable.celery.celery_worker"
 BROKER = "reliable.celery.celery_broker"
@@ -17,11 +17,6 @@ VALID = {
     "celery_worker_broker_url": "redis://:Broker-Secret-7f3a-0d2c9e@127.0.0.1:6379/0",
     "celery_worker_instances": [{"name": "default", "queues": ["celery"], "concurrency": 2}],
 }
-# What the role may not touch when it refuses: its files, the units and the releases.
-FINGERPRINT = (
-    "find /etc/celery /etc/systemd/system /opt/celery /var/lib/celery /etc/redis"
-    " -printf '%p %s %m %u %T@\\n' | sort | sha256sum"
-)
 
 
 def instance(**fields: object) -> list[dict]:
@@ -105,11 +100,11 @@ def refuse(role: str, variables: dict) -> subprocess.CompletedProcess:
 def refusals(host) -> dict[str, subprocess.CompletedProcess]:
     """Every case run once (in parallel: each is a short ansible-playbook run), with the host's
     files fingerprinted before and after all of them."""
-    before = host.check_output(FINGERPRINT)
+    before = fingerprint(host)
     with ThreadPoolExecutor(max_workers=4) as pool:
         runs = [pool.submit(refuse, role, variables) for role, variables, _ in ALL_CASES.values()]
         results = {name: run.result() for name, run in zip(ALL_CASES, runs)}
-    assert host.check_output(FINGERPRINT) == before, "a refused run changed the host"
+    assert fingerprint(host) == before, "a refused run changed the host"
     return results
 
 

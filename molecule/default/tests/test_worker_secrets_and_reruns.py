@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import main_pid, recap, run_playbook, scenario_file
+from conftest import fingerprint, main_pid, recap, run_playbook, scenario_file
 
 SECRET = "Broker-Secret-7f3a-0d2c9e"  # noqa: S105 - the test broker's password, looked for where it must not be
 INSTANCES = ["default", "reports"]
@@ -47,3 +47,28 @@ def test_check_mode_changes_nothing_and_restarts_nothing(host, main_pids) -> Non
     result = run_playbook(scenario_file("converge.yml"), "--check")
     assert result.returncode == 0, result.stdout[-5000:]
     assert recap(result, host.backend.get_hostname())["changed"] == 0, result.stdout[-5000:]
+
+
+def test_check_mode_of_a_first_install_changes_nothing(host, main_pids) -> None:
+    """Check mode where nothing of this install exists yet: it reports the changes, makes none."""
+    fresh = {
+        "test_role": "reliable.celery.celery_worker",
+        "celery_worker_app": "reliable_celery_example.celery:app",
+        "celery_worker_app_packages": ["/usr/local/src/reliable-celery-example"],
+        "celery_worker_broker_url": f"redis://:{SECRET}@127.0.0.1:6379/0",
+        "celery_worker_user": "celery-check",
+        "celery_worker_group": "celery-check",
+        "celery_worker_home": "/var/lib/celery-check",
+        "celery_worker_install_dir": "/opt/celery-check",
+        "celery_worker_config_dir": "/etc/celery-check",
+        "celery_worker_instances": [{"name": "check-only", "queues": ["check"]}],
+    }
+    before = fingerprint(host)
+    result = run_playbook(scenario_file("role_only.yml"), "--check", extra_vars=fresh)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    assert recap(result, host.backend.get_hostname())["changed"] > 0
+    assert fingerprint(host) == before
+    for path in ("/opt/celery-check", "/etc/celery-check", "/var/lib/celery-check"):
+        assert not host.file(path).exists, f"check mode created {path}"
+    assert not host.user("celery-check").exists
+    assert {name: main_pid(host, f"celery-worker@{name}") for name in INSTANCES} == main_pids
