@@ -41,12 +41,6 @@ def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: fl
         time.sleep(interval)
 
 
-@pytest.fixture
-def service_journal(host):
-    """Returns a function giving a unit's journal, to put in assertion messages."""
-    return lambda unit: journal(host, unit)
-
-
 # --- Running Ansible from a test (a converge with other variables, check mode, bad input) ---
 
 

@@ -7,9 +7,6 @@ Private to this collection: the name starts with ``_`` and may change without no
 
 from __future__ import annotations
 
-# Properties the restart module and the tests read to follow a unit's main process.
-PROCESS_PROPERTIES = ("LoadState", "ActiveState", "SubState", "MainPID", "ExecMainStartTimestampMonotonic")
-
 
 class UnitQueryError(Exception):
     """systemctl could not answer for a unit."""
@@ -29,7 +26,7 @@ def parse_show_output(output):
     return properties
 
 
-def show_unit(run_command, systemctl, unit, properties=PROCESS_PROPERTIES):
+def show_unit(run_command, systemctl, unit, properties):
     """Query ``properties`` of ``unit`` with ``run_command`` (``AnsibleModule.run_command``)."""
     args = [systemctl, "show", "--no-pager"]
     args.extend("--property=%s" % name for name in properties)

@@ -58,7 +58,7 @@ def test_show_unit_passes_an_argument_list_and_ends_options_before_the_unit() ->
 def test_show_unit_raises_with_systemctl_message_on_failure() -> None:
     run = FakeRunCommand(rc=1, err="Failed to connect to bus\n")
     with pytest.raises(_systemd.UnitQueryError, match="Failed to connect to bus"):
-        _systemd.show_unit(run, "/bin/systemctl", "x.service")
+        _systemd.show_unit(run, "/bin/systemctl", "x.service", ("MainPID",))
 
 
 @pytest.mark.parametrize(
