@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: celery_worker_restart
-short_description: Restart a Celery worker unit gracefully, letting its running tasks finish
+short_description: Restart or start a Celery worker unit gracefully and confirm it is ready
 version_added: 0.1.0
 description:
   - Sends C(SIGTERM) to the unit's main process only (a Celery warm shutdown) and waits, within O(drain_timeout),
@@ -32,14 +32,22 @@ attributes:
   idempotent:
     description: When run twice in a row outside check mode, with the same arguments, the second invocation
       indicates no change.
-    support: none
-    details: Every run restarts a running worker.
+    support: partial
+    details: With O(state=started), yes. With O(state=restarted) every run restarts a running worker.
 options:
   name:
     description:
       - The worker unit, for example C(celery-worker@default). C(.service) is added when no suffix is given.
     type: str
     required: true
+  state:
+    description:
+      - V(restarted) drains a running worker and starts its successor; a worker that is not running is started.
+      - V(started) starts a worker that is not running and confirms it ready, and leaves a running one alone
+        (C(changed=false)). The celery_worker role starts its instances this way.
+    type: str
+    choices: [restarted, started]
+    default: restarted
   drain_timeout:
     description:
       - Seconds to wait, after C(SIGTERM), for the old main process to finish its tasks and exit.
@@ -94,6 +102,11 @@ EXAMPLES = r"""
     name: celery-worker@reports
     drain_timeout: 660
     kill_after: 600
+
+- name: Start a worker unless it runs, and wait until it is ready
+  reliable.celery.celery_worker_restart:
+    name: celery-worker@default
+    state: started
 
 - name: Confirm readiness by pinging the node
   reliable.celery.celery_worker_restart:
@@ -230,6 +243,8 @@ class WorkerRestart:
         old_pid = _systemd.main_pid(before)
         self.result["old_pid"] = old_pid
         self.result["was_running"] = old_pid is not None and before.get("ActiveState") in ("active", "reloading")
+        if self.params["state"] == "started" and self.result["was_running"]:
+            return self.result
         self.result["changed"] = True
         # Settle how readiness is checked before anything is sent.
         ready = self.readiness_check(before)
@@ -391,6 +406,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             name=dict(type="str", required=True),
+            state=dict(type="str", choices=["restarted", "started"], default="restarted"),
             drain_timeout=dict(type="float"),
             ready_timeout=dict(type="float", default=120),
             readiness=dict(type="str", choices=["marker", "ping", "none"], default="marker"),

@@ -20,10 +20,11 @@ class FakeSystemd:
         self.marker = marker
         self.load_state = "loaded"
         self.next_pid = 100
-        self.main = self.next_pid if running else None
-        self.alive: set[int] = {self.main} if running else set()
-        self.active_state = "active" if running else "inactive"
-        self.sub_state = "running" if running else "dead"
+        self.main: int | None = self.next_pid
+        self.alive: set[int] = {self.main}
+        self.active_state, self.sub_state = "active", "running"
+        if not running:
+            self.stop()
         self.restart_sec = 5.0  # Restart=always waits this long after a clean exit
         self.restart_due: float | None = None
         self.timeout_stop = "5min"
@@ -109,6 +110,9 @@ class FakeSystemd:
             ]
         )
 
+    def stop(self) -> None:
+        self.main, self.alive, self.active_state, self.sub_state = None, set(), "inactive", "dead"
+
     def systemctl_verbs(self) -> list[str]:
         return [args[1] for args in self.commands if args[0].endswith("systemctl") and args[1] != "show"]
 
@@ -119,6 +123,7 @@ class FakeModule:
         self.check_mode = check_mode
         self.params = {
             "name": "celery-worker@default",
+            "state": "restarted",
             "drain_timeout": None,
             "ready_timeout": 120.0,
             "readiness": "marker",
@@ -202,14 +207,23 @@ def test_kill_after_kills_the_rest_of_the_unit_and_goes_on(systemd) -> None:
     assert "--kill-whom=all" in kill
 
 
-def test_stopped_unit_is_started_and_confirmed_ready(tmp_path, systemd) -> None:
-    systemd.main, systemd.alive, systemd.active_state, systemd.sub_state = None, set(), "inactive", "dead"
-    result = restart(systemd)
+@pytest.mark.parametrize("state", ["restarted", "started"])
+def test_stopped_unit_is_started_and_confirmed_ready(systemd, state: str) -> None:
+    systemd.stop()
+    result = restart(systemd, state=state)
+    assert result["changed"] is True
     assert systemd.systemctl_verbs() == ["start"]
     assert systemd.signals == []
     assert (result["was_running"], result["signalled"]) == (False, False)
     assert (result["old_pid"], result["new_pid"]) == (None, 101)
     assert result["ready_seconds"] == pytest.approx(1.5, abs=0.25)
+
+
+def test_state_started_leaves_a_running_worker_alone(systemd) -> None:
+    result = restart(systemd, state="started")
+    assert (result["changed"], result["was_running"], result["old_pid"]) == (False, True, 100)
+    assert systemd.signals == []
+    assert systemd.systemctl_verbs() == []
 
 
 def test_unknown_unit_fails_clearly(systemd) -> None:
