@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -49,7 +51,10 @@ def test_new_release_never_leaks_into_running_workers_and_restarts_them_when_ask
     )
     second_release = current_release(host)
     assert second_release != first_release
-    assert host.file(f"{second_release}/.release.json").contains("requirements_sha256")
+    manifest = json.loads(host.file(f"{second_release}/.release.json").content_string)
+    # The release is identified by the requirements file's content and the wheels' checksums.
+    assert manifest["requirements_sha256"] == hashlib.sha256(b"reliable-celery-example==2.0.0").hexdigest()
+    assert len(manifest["wheels"]) == len(list(Path(wheelhouse).glob("*.whl")))
     assert pids(host) == first_pids, "workers restarted although celery_worker_restart_on_change was false"
     assert second_release in host.file("/etc/systemd/system/celery-worker@.service").content_string
 
