@@ -74,9 +74,9 @@ def shared_playbook(name: str) -> Path:
 MANAGED_PATHS = "/etc/celery /etc/systemd/system /opt/celery /var/lib/celery /etc/redis"
 
 
-def fingerprint(host) -> str:
+def fingerprint(host, paths: str = MANAGED_PATHS) -> str:
     """A digest of the names, sizes, modes, owners and times of everything the roles manage."""
-    return host.check_output(f"find {MANAGED_PATHS} -printf '%p %s %m %u %T@\\n' | sort | sha256sum")
+    return host.check_output(f"find {paths} -printf '%p %s %m %u %T@\\n' 2>/dev/null | sort | sha256sum")
 
 
 CONFIG_DIR = "/etc/celery"

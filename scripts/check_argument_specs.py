@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Every role's defaults/main.yml must equal the options of its argument_specs.
 
-For each role: the keys of defaults/main.yml must be exactly the options of the `main`
-entry point in meta/argument_specs.yml (public variables only; `__private` ones excluded),
-each optional option's `default:` (what ansible-doc shows) must equal its value in
-defaults/main.yml, required options have no default, and every option has a description.
+For each role: the keys of defaults/main.yml must be exactly the options of its entry points
+in meta/argument_specs.yml (`main`, and any other such as an internal role's `unit`; public
+variables only, `__private` ones excluded), each optional option's `default:` (what ansible-doc
+shows) must equal its value in defaults/main.yml, required options have no default, and every
+option has a description.
 Exits 1 with one line per mismatch.
 """
 
@@ -27,23 +28,30 @@ def problems_of(role: Path) -> list[str]:
     specs = load_yaml(specs_file).get("argument_specs", {})
     if "main" not in specs:
         return [f"{role.name}: {specs_file} has no `main` entry point"]
-    options = specs["main"].get("options") or {}
     defaults = {k: v for k, v in load_yaml(role / "defaults" / "main.yml").items() if not k.startswith("__")}
-    undocumented = sorted(set(defaults) - set(options))
+    documented = {name for entry in specs.values() for name in entry.get("options") or {}}
+    undocumented = sorted(set(defaults) - documented)
     problems = [f"{role.name}: default `{name}` is not documented in argument_specs" for name in undocumented]
+    for entry_point, entry in sorted(specs.items()):
+        problems += option_problems(f"{role.name} ({entry_point})", entry.get("options") or {}, defaults)
+    return problems
+
+
+def option_problems(where: str, options: dict, defaults: dict) -> list[str]:
+    problems = []
     for name, spec in sorted(options.items()):
         required = spec.get("required", False)
         if name not in defaults and not required:
-            problems.append(f"{role.name}: option `{name}` is neither required nor defaulted in defaults/main.yml")
+            problems.append(f"{where}: option `{name}` is neither required nor defaulted in defaults/main.yml")
         if name in defaults and required:
-            problems.append(f"{role.name}: option `{name}` is required but also has a default")
+            problems.append(f"{where}: option `{name}` is required but also has a default")
         if name in defaults and spec.get("default") != defaults[name]:
             problems.append(
-                f"{role.name}: option `{name}` documents default {spec.get('default')!r}"
+                f"{where}: option `{name}` documents default {spec.get('default')!r}"
                 f" but defaults/main.yml has {defaults[name]!r}"
             )
         if not spec.get("description"):
-            problems.append(f"{role.name}: option `{name}` has no description")
+            problems.append(f"{where}: option `{name}` has no description")
     return problems
 
 
