@@ -93,3 +93,9 @@ def effective_settings(self) -> dict[str, object]:
         "task_track_started": conf.task_track_started,
         "node": self.request.hostname,
     }
+
+
+@shared_task(bind=True, name="example.tick")
+def tick(self) -> dict[str, object]:
+    """The periodic task of the demo and the tests: celery_beat's schedule sends it."""
+    return {"node": self.request.hostname, "ran_at": time.time(), **_where()}
