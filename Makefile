@@ -1,17 +1,25 @@
-# The two commands a user needs are `make test` and (once site.yml lands) `make demo`.
+# The two commands a user needs are `make demo` and `make test`.
 # Every step installs what it needs itself and skips what is already there.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 RUN := source scripts/lib.sh && activate_toolchain &&
 
-.PHONY: benchmark-restart help test setup host-deps venv image lint yamllint ansible-lint ruff changelog-lint sanity unit argument-specs build molecule clean
+.PHONY: benchmark-restart demo demo-down help test setup host-deps venv image lint yamllint ansible-lint ruff changelog-lint sanity unit argument-specs build molecule clean
 
 help:
+	@echo "make demo       the whole stack (site.yml) on local systemd test hosts, with a real task round trip"
+	@echo "make demo-down  remove the demo hosts"
 	@echo "make test       full suite: setup, lint, sanity, unit, argument specs, build, molecule"
 	@echo "make molecule   only the molecule scenarios (SCENARIO=name for one)"
 	@echo "make lint       yamllint, ansible-lint (production profile), ruff, changelog fragments"
 	@echo "make benchmark-restart  restart gap report (docs/benchmarks/restart.md)"
 	@echo "make clean      remove this checkout's .cache (the shared venv and image stay)"
+
+demo: setup
+	@scripts/demo.sh
+
+demo-down: venv
+	@scripts/demo.sh down
 
 test:
 	@scripts/test.sh

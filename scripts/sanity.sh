@@ -10,8 +10,9 @@ trap 'rm -rf "$tree"' EXIT
 dest="$tree/ansible_collections/reliable/celery"
 mkdir -p "$dest"
 cd "$REPO_ROOT"
+# playbooks/collections is the link that lets the playbooks run from a checkout: not content.
 git ls-files -z --cached --others --exclude-standard \
-  | while IFS= read -r -d '' file; do [[ -e "$file" ]] && printf '%s\0' "$file"; done \
+  | while IFS= read -r -d '' file; do [[ -e "$file" && "$file" != playbooks/collections/* ]] && printf '%s\0' "$file"; done \
   | xargs -0 cp --parents -t "$dest"
 
 # ansible-test bootstraps pip into its venvs with a get-pip script it downloads from a host

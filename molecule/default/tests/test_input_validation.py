@@ -79,15 +79,109 @@ BROKER_CASES = {
     "broker: unknown type": ({"celery_broker_type": "kafka"}, "celery_broker_type"),
     "broker: bind address that is a name": ({"celery_broker_bind_addresses": ["redis.example"]}, "IP address"),
     "broker: no bind address": ({"celery_broker_bind_addresses": []}, "at least one IP address"),
-    "broker: port out of range": ({"celery_broker_port": 70000}, "celery_broker_port must be 1-65535"),
+    "broker: port out of range": ({"celery_broker_redis_port": 70000}, "celery_broker_redis_port must be 1-65535"),
     "broker: maxmemory not a size": ({"celery_broker_redis_maxmemory": "lots"}, "celery_broker_redis_maxmemory"),
     "broker: appendfsync no": ({"celery_broker_redis_appendfsync": "no"}, "always, everysec"),
+    "broker: malformed IPv6 address": ({"celery_broker_bind_addresses": ["1::2::3"]}, "refused: ['1::2::3']"),
+    "broker: rabbitmq port out of range": (
+        {"celery_broker_type": "rabbitmq", "celery_broker_rabbitmq_port": 0},
+        "celery_broker_rabbitmq_port must be 1-65535",
+    ),
+    "broker: rabbitmq port of the Erlang distribution": (
+        {"celery_broker_type": "rabbitmq", "celery_broker_rabbitmq_port": 25672},
+        "not 4369 or 25672",
+    ),
+    "broker: optional bind address on rabbitmq": (
+        {"celery_broker_type": "rabbitmq", "celery_broker_bind_addresses": ["127.0.0.1", "-10.0.0.5"]},
+        "refused: ['-10.0.0.5']",
+    ),
+    "broker: rabbitmq listeners that overlap": (
+        {"celery_broker_type": "rabbitmq", "celery_broker_bind_addresses": ["::", "127.0.0.1"]},
+        "must be the only address",
+    ),
+    "broker: guest as the rabbitmq user": (
+        {"celery_broker_type": "rabbitmq", "celery_broker_user": "guest"},
+        "celery_broker_user not guest",
+    ),
+    "broker: rabbitmq user with a colon": (
+        {"celery_broker_type": "rabbitmq", "celery_broker_user": "celery:admin"},
+        "celery_broker_user and celery_broker_vhost must be 1-64 letters",
+    ),
+    "broker: default vhost /": (
+        {"celery_broker_type": "rabbitmq", "celery_broker_vhost": "/"},
+        "got user celery, vhost /",
+    ),
+    "broker: zero max task seconds": (
+        {"celery_broker_type": "rabbitmq", "celery_broker_max_task_seconds": 0},
+        "celery_broker_max_task_seconds must be > 0",
+    ),
+    "broker: negative margin": (
+        {"celery_broker_type": "rabbitmq", "celery_broker_timeout_margin_seconds": -1},
+        "celery_broker_timeout_margin_seconds >= 0",
+    ),
+    "broker: max task seconds not a number": (
+        {"celery_broker_type": "rabbitmq", "celery_broker_max_task_seconds": "ten minutes"},
+        "celery_broker_max_task_seconds",
+    ),
+}
+BEAT = "reliable.celery.celery_beat"
+BEAT_VALID = {
+    "celery_beat_app": "reliable_celery_example.celery:app",
+    "celery_beat_app_packages": ["/usr/local/src/reliable-celery-example"],
+    "celery_beat_broker_url": "redis://:Broker-Secret-7f3a-0d2c9e@127.0.0.1:6379/0",
+}
+BEAT_CASES = {
+    "beat: missing app": ({"celery_beat_app": None}, "celery_beat_app"),
+    "beat: malformed app path": ({"celery_beat_app": "proj/celery.py"}, "PACKAGE.MODULE:ATTRIBUTE"),
+    "beat: unsupported broker scheme": ({"celery_beat_broker_url": "kafka://b:9092"}, "scheme one of redis"),
+    "beat: schedule file in the settings": (
+        {"celery_beat_settings": {"beat_schedule_filename": "/tmp/schedule"}},  # noqa: S108 - the refused input
+        "may not set broker_url, result_backend, beat_schedule_filename or beat_scheduler",
+    ),
+    "beat: reserved environment name": (
+        {"celery_beat_environment": {"RELIABLE_CELERY_APP": "x"}},
+        "refused: RELIABLE_CELERY_APP",
+    ),
+    "beat: unknown log level": ({"celery_beat_loglevel": "LOUD"}, "DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+    "beat: malformed scheduler": ({"celery_beat_scheduler": "DatabaseScheduler"}, "celery_beat_scheduler must be"),
+}
+FLOWER = "reliable.celery.celery_flower"
+FLOWER_VALID = {"celery_flower_broker_url": "redis://:Broker-Secret-7f3a-0d2c9e@127.0.0.1:6379/0"}
+FLOWER_PASSWORD = "Long-enough-pass-91"  # noqa: S105 - a test value
+FLOWER_CASES = {
+    "flower: non-loopback address without auth": ({"celery_flower_address": "0.0.0.0"}, "not a loopback address"),  # noqa: S104
+    "flower: IPv6 any without auth": ({"celery_flower_address": "::"}, "not a loopback address"),
+    "flower: short password": (
+        {"celery_flower_basic_auth": [{"username": "ops", "password": "Short-pw-1"}]},
+        "at least 12 characters",
+    ),
+    "flower: colon in username": (
+        {"celery_flower_basic_auth": [{"username": "ops:x", "password": FLOWER_PASSWORD}]},
+        "without ':', ',' or whitespace",
+    ),
+    "flower: duplicate usernames": (
+        {"celery_flower_basic_auth": [{"username": "ops", "password": FLOWER_PASSWORD}] * 2},
+        'refused: "ops"',
+    ),
+    "flower: bad url prefix": (
+        {"celery_flower_url_prefix": "flo wer/(x)"},
+        "celery_flower_url_prefix empty or path segments",
+    ),
+    "flower: privileged port": ({"celery_flower_port": 80}, "celery_flower_port 1024-65535"),
+    "flower: host name as address": (
+        {"celery_flower_address": "flower.example.com"},
+        "must be an IPv4 or IPv6 address",
+    ),
+    "flower: managed option": ({"celery_flower_options": {"basic_auth": "x:y"}}, "refused: basic_auth"),
+    "flower: unpinned version": ({"celery_flower_version": "latest"}, "must be exact versions"),
 }
 
 
 ALL_CASES = {
     **{name: (WORKER, {**VALID, **overrides}, message) for name, (overrides, message) in CASES.items()},
     **{name: (BROKER, {**BROKER_VALID, **overrides}, message) for name, (overrides, message) in BROKER_CASES.items()},
+    **{name: (BEAT, {**BEAT_VALID, **overrides}, message) for name, (overrides, message) in BEAT_CASES.items()},
+    **{name: (FLOWER, {**FLOWER_VALID, **overrides}, message) for name, (overrides, message) in FLOWER_CASES.items()},
 }
 
 
@@ -114,5 +208,6 @@ def test_bad_input_is_refused_before_any_change(host, refusals, case: str, spec:
     result = refusals[case]
     output = result.stdout + result.stderr
     assert result.returncode != 0, f"{case} was not refused:\n{output[-3000:]}"
-    assert message in output, f"{case}: expected {message!r} in:\n{output[-3000:]}"
+    # Long messages are folded over lines in the output.
+    assert " ".join(message.split()) in " ".join(output.split()), f"{case}: expected {message!r} in:\n{output[-3000:]}"
     assert recap(result, host.backend.get_hostname())["changed"] == 0

@@ -1,0 +1,199 @@
+"""playbooks/site.yml on a fleet: routing across hosts, one beat, Flower behind auth, a Redis
+that keeps queued tasks, the roles included from someone else's playbook."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from pathlib import Path
+
+import pytest
+import testinfra
+from conftest import (
+    fingerprint,
+    journal,
+    recap,
+    run_playbook,
+    scenario_file,
+    send_tasks,
+    starts_and_ends,
+    task_events,
+    task_results,
+    unit_properties,
+    wait_for,
+)
+
+BROKER, WORKER1, WORKER2, BEAT = "rc-site-broker", "rc-site-worker1", "rc-site-worker2", "rc-site-beat"
+# examples/inventory/group_vars: the demo's secrets, deployed by the scenario.
+BROKER_PASSWORD = "Demo-Broker-Secret-4b1e93a7"  # noqa: S105
+FLOWER_USER, FLOWER_PASSWORD = "admin", "Demo-Flower-Secret-91c2"
+TICK_SECONDS = 5.0
+# What the roles manage, without /var/lib: the workers record every beat tick there.
+SITE_PATHS = "/etc/celery /etc/systemd/system /etc/redis /opt/celery /opt/celery-beat /opt/celery-flower"
+
+
+def site_host(name: str):
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={os.environ['MOLECULE_INVENTORY_FILE']}")
+
+
+@pytest.fixture(scope="module")
+def fleet() -> dict:
+    return {name: site_host(name) for name in (BROKER, WORKER1, WORKER2, BEAT)}
+
+
+def redis_cli(host, *args: str, password: str | None = BROKER_PASSWORD):
+    env = f"REDISCLI_AUTH={shlex.quote(password)} " if password else ""
+    return host.run(f"{env}redis-cli --no-auth-warning {shlex.join(args)}")
+
+
+def test_tasks_routed_to_a_queue_run_only_on_the_hosts_consuming_it(fleet) -> None:
+    worker1 = fleet[WORKER1]
+    reports = send_tasks(worker1, [("example.whoami", [], "reports")] * 8)
+    shared = send_tasks(worker1, [("example.whoami", [], "celery")] * 16)
+    report_nodes = {result["node"] for result in task_results(worker1, reports)}
+    shared_hosts = {result["hostname"] for result in task_results(worker1, shared)}
+    assert report_nodes == {f"reports@{WORKER2}"}
+    assert shared_hosts <= {WORKER1, WORKER2}, shared_hosts
+    assert len(shared_hosts) == 2, f"the queue celery is consumed on both worker hosts, got {shared_hosts}"
+
+
+def test_beat_runs_on_one_host_only(fleet) -> None:
+    active = {name: host.run("systemctl is-active celery-beat.service").stdout.strip() for name, host in fleet.items()}
+    assert active[BEAT] == "active", journal(fleet[BEAT], "celery-beat")
+    assert [name for name, state in active.items() if state == "active"] == [BEAT]
+    # PersistentScheduler's shelve (the dbm module adds the suffix).
+    assert fleet[BEAT].run("ls /var/lib/celery/beat/schedule*").rc == 0
+
+
+def tick_starts(fleet, since: float) -> list[dict]:
+    events = task_events(fleet[WORKER1]) + task_events(fleet[WORKER2])
+    return sorted(
+        (e for e in events if e["name"] == "example.tick" and e["event"] == "start" and e["t"] >= since),
+        key=lambda e: e["t"],
+    )
+
+
+def test_beat_sends_each_periodic_task_once_per_tick_across_the_fleet(fleet) -> None:
+    since = time.time()
+
+    def four_ticks() -> list[dict] | None:
+        found = tick_starts(fleet, since)
+        return found if len(found) >= 4 else None
+
+    ticks = wait_for(four_ticks, 60, "4 beat ticks", interval=1)
+    ids = [tick["id"] for tick in ticks]
+    assert len(ids) == len(set(ids)), f"a tick ran twice: {ticks}"
+    gaps = [later["t"] - earlier["t"] for earlier, later in zip(ticks, ticks[1:])]
+    # Two beats, or a tick sent twice, would put two runs within moments of each other.
+    assert min(gaps) > TICK_SECONDS / 2, f"ticks {gaps} s apart: more than one run per tick"
+    by_id = starts_and_ends(task_events(fleet[WORKER1]) + task_events(fleet[WORKER2]), ids)
+    assert all(len(events["start"]) == 1 for events in by_id.values())
+
+
+def test_beat_refuses_a_play_with_more_than_one_host(fleet) -> None:
+    before = {name: fingerprint(fleet[name], SITE_PATHS) for name in (WORKER1, WORKER2)}
+    result = run_playbook(scenario_file("beat_on_workers.yml"))
+    assert result.returncode != 0
+    output = " ".join((result.stdout + result.stderr).split())
+    assert "celery_beat runs one beat per schedule" in output, output[-3000:]
+    assert {name: fingerprint(fleet[name], SITE_PATHS) for name in (WORKER1, WORKER2)} == before
+
+
+FLOWER_GET = """
+import sys, urllib.request, urllib.error, base64
+request = urllib.request.Request(sys.argv[1])
+if len(sys.argv) > 2:
+    request.add_header("Authorization", "Basic " + base64.b64encode(sys.argv[2].encode()).decode())
+try:
+    with urllib.request.urlopen(request, timeout=10) as response:
+        print(response.status)
+except urllib.error.HTTPError as error:
+    print(error.code)
+"""
+
+
+@pytest.mark.parametrize(("client", "address"), [(BROKER, "127.0.0.1"), (BEAT, BROKER)])
+def test_flower_answers_with_auth_and_refuses_without(fleet, client: str, address: str) -> None:
+    url = f"http://{address}:5555/flower/api/workers"
+    get = ["python3", "-c", FLOWER_GET, url]
+    assert fleet[client].check_output(shlex.join([*get, f"{FLOWER_USER}:{FLOWER_PASSWORD}"])) == "200"
+    assert fleet[client].check_output(shlex.join(get)) == "401"
+    assert fleet[client].check_output(shlex.join([*get, f"{FLOWER_USER}:wrong-password"])) == "401"
+
+
+def test_redis_has_aof_on_and_refuses_unauthenticated_clients(fleet) -> None:
+    broker = fleet[BROKER]
+    assert redis_cli(broker, "CONFIG", "GET", "appendonly").stdout.split() == ["appendonly", "yes"]
+    anonymous = redis_cli(broker, "PING", password=None)
+    assert "NOAUTH" in anonymous.stdout + anonymous.stderr
+    # From another host, over the network, too.
+    assert "NOAUTH" in fleet[WORKER1].run(f"python3 -c {shlex.quote(REDIS_PING)} {BROKER}").stdout
+
+
+REDIS_PING = """
+import socket, sys
+with socket.create_connection((sys.argv[1], 6379), timeout=5) as connection:
+    connection.sendall(b"PING\\r\\n")
+    print(connection.recv(200).decode())
+"""
+
+
+def running_workers(host) -> str:
+    units = "systemctl list-units --plain --no-legend --state=running 'celery-worker@*'"
+    return host.check_output(f"{units} | cut -d' ' -f1")
+
+
+def test_a_redis_restart_with_queued_tasks_loses_none(fleet) -> None:
+    broker, worker1, worker2 = fleet[BROKER], fleet[WORKER1], fleet[WORKER2]
+    # Nothing consumes or adds to the queue meanwhile: the workers and beat are stopped.
+    fleet[BEAT].check_output("systemctl stop celery-beat.service")
+    workers = {host: running_workers(host).split() for host in (worker1, worker2)}
+    for host, units in workers.items():
+        host.check_output(f"systemctl stop {' '.join(units)}")
+    try:
+        queued = send_tasks(worker1, [("example.add", [n, n], "celery") for n in range(30)])
+        assert redis_cli(broker, "-n", "0", "LLEN", "celery").stdout.strip() == "30"
+        broker.check_output("systemctl restart redis-server.service")
+        wait_for(lambda: redis_cli(broker, "PING").stdout.strip() == "PONG", 30, "Redis to answer after its restart")
+        assert redis_cli(broker, "-n", "0", "LLEN", "celery").stdout.strip() == "30"
+    finally:
+        for host, units in workers.items():
+            host.check_output(f"systemctl start {' '.join(units)}")
+        fleet[BEAT].check_output("systemctl start celery-beat.service")
+    results = task_results(worker1, queued, timeout=120)
+    assert [result["result"] for result in results] == [2 * n for n in range(30)]
+
+
+def test_the_roles_converge_when_included_from_another_playbook(fleet) -> None:
+    """An infra repo's playbook: its own plays, handlers and group names; the roles through
+    include_role/import_role with only their documented variables."""
+    before = {name: fingerprint(host, SITE_PATHS) for name, host in fleet.items()}
+    result = run_playbook(scenario_file("infra_repo_playbook.yml"))
+    assert result.returncode == 0, result.stdout[-5000:]
+    for name in fleet:
+        counts = recap(result, name)
+        assert counts["failed"] == 0, (name, counts)
+        assert counts["changed"] == 1, (name, counts)  # the infra play's own task, nothing of the roles
+    assert "the infra repo's own handler ran" in result.stdout
+    assert {name: fingerprint(host, SITE_PATHS) for name, host in fleet.items()} == before
+
+
+def test_restart_playbook_rolls_every_worker_host_by_host(fleet) -> None:
+    units = [(WORKER1, "celery-worker@default.service"), (WORKER2, "celery-worker@default.service"),
+             (WORKER2, "celery-worker@reports.service")]  # fmt: skip
+
+    def started(name: str, unit: str) -> tuple[int, int]:
+        properties = unit_properties(fleet[name], unit, "MainPID", "ExecMainStartTimestampMonotonic")
+        return int(properties["MainPID"]), int(properties["ExecMainStartTimestampMonotonic"])
+
+    before = [started(name, unit) for name, unit in units]
+    result = run_playbook(Path(__file__).parents[3] / "playbooks" / "restart.yml")
+    assert result.returncode == 0, result.stdout[-5000:]
+    after = [started(name, unit) for name, unit in units]
+    assert all(new_pid != old_pid for (old_pid, _), (new_pid, _) in zip(before, after)), (before, after)
+    # The test hosts share one kernel, so their monotonic clocks compare: one at a time, in order.
+    start_times = [start for _, start in after]
+    assert start_times == sorted(start_times), after
+    [result] = task_results(fleet[WORKER1], send_tasks(fleet[WORKER1], [("example.add", [1, 2], "celery")]))
+    assert result["result"] == 3

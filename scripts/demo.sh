@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# `make demo`: local systemd test hosts (a broker with Flower, two workers, beat), the whole
+# stack deployed on them with playbooks/site.yml and examples/inventory, then real tasks,
+# beat's periodic task and Flower shown working. `make demo-down` (scripts/demo.sh down)
+# removes the hosts. Running it again converges the same hosts (changed=0).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+activate_toolchain
+cd "$REPO_ROOT"
+
+hosts_playbooks=molecule/resources/playbooks
+if [[ "${1:-up}" == "down" ]]; then
+  ansible-playbook -i localhost, "$hosts_playbooks/destroy.yml" -e @examples/demo-hosts.yml
+  log "demo hosts removed"
+  exit 0
+fi
+
+RELIABLE_CELERY_EXAMPLE_WHEELHOUSE="$(scripts/example-wheelhouse.sh)"
+export RELIABLE_CELERY_EXAMPLE_WHEELHOUSE
+log "starting the demo hosts"
+ansible-playbook -i localhost, "$hosts_playbooks/create.yml" -e @examples/demo-hosts.yml
+log "deploying the stack: ansible-playbook -i examples/inventory playbooks/site.yml"
+start=$SECONDS
+ansible-playbook -i examples/inventory playbooks/site.yml
+log "site.yml converged in $((SECONDS - start)) s"
+ansible-playbook -i examples/inventory examples/demo-round-trip.yml
+cat <<TEXT
+
+The demo fleet runs: rc-demo-broker (Redis + Flower), rc-demo-worker1, rc-demo-worker2, rc-demo-beat.
+  look around:   docker exec -it rc-demo-worker1 journalctl -u 'celery-worker@*' -f
+  roll a restart: (source scripts/lib.sh && activate_toolchain && ansible-playbook -i examples/inventory playbooks/restart.yml)
+  tear it down:  make demo-down
+TEXT
