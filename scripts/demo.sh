@@ -8,8 +8,10 @@ activate_toolchain
 cd "$REPO_ROOT"
 
 hosts_playbooks=molecule/resources/playbooks
+# The create/destroy playbooks run on this machine with the venv's Python (it has the docker SDK).
+on_this_machine=(-i localhost, -e "ansible_python_interpreter=$(command -v python)" -e @examples/demo-hosts.yml)
 if [[ "${1:-up}" == "down" ]]; then
-  ansible-playbook -i localhost, "$hosts_playbooks/destroy.yml" -e @examples/demo-hosts.yml
+  ansible-playbook "${on_this_machine[@]}" "$hosts_playbooks/destroy.yml"
   log "demo hosts removed"
   exit 0
 fi
@@ -17,7 +19,7 @@ fi
 RELIABLE_CELERY_EXAMPLE_WHEELHOUSE="$(scripts/example-wheelhouse.sh)"
 export RELIABLE_CELERY_EXAMPLE_WHEELHOUSE
 log "starting the demo hosts"
-ansible-playbook -i localhost, "$hosts_playbooks/create.yml" -e @examples/demo-hosts.yml
+ansible-playbook "${on_this_machine[@]}" "$hosts_playbooks/create.yml"
 log "deploying the stack: ansible-playbook -i examples/inventory playbooks/site.yml"
 start=$SECONDS
 ansible-playbook -i examples/inventory playbooks/site.yml
