@@ -71,7 +71,7 @@ def shared_playbook(name: str) -> Path:
 # --- Celery workers deployed by the celery_worker role ---
 
 # What the roles manage on a host; a run that must change nothing leaves this unchanged.
-MANAGED_PATHS = "/etc/celery /etc/systemd/system /opt/celery /var/lib/celery /etc/redis"
+MANAGED_PATHS = "/etc/celery /etc/systemd/system /opt/celery /var/lib/celery /etc/redis /etc/rabbitmq"
 
 
 def fingerprint(host, paths: str = MANAGED_PATHS) -> str:

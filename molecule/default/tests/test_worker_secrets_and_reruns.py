@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import fingerprint, main_pid, recap, run_playbook, scenario_file
+from conftest import MANAGED_PATHS, fingerprint, main_pid, recap, run_playbook, scenario_file
 
 SECRET = "Broker-Secret-7f3a-0d2c9e"  # noqa: S105 - the test broker's password, looked for where it must not be
 INSTANCES = ["default", "reports"]
@@ -71,4 +71,39 @@ def test_check_mode_of_a_first_install_changes_nothing(host, main_pids) -> None:
     for path in ("/opt/celery-check", "/etc/celery-check", "/var/lib/celery-check"):
         assert not host.file(path).exists, f"check mode created {path}"
     assert not host.user("celery-check").exists
+    assert {name: main_pid(host, f"celery-worker@{name}") for name in INSTANCES} == main_pids
+
+
+FIRST_INSTALLS = {
+    "beat": (
+        {
+            "test_role": "reliable.celery.celery_beat",
+            "celery_beat_app": "reliable_celery_example.celery:app",
+            "celery_beat_app_packages": ["/usr/local/src/reliable-celery-example"],
+            "celery_beat_broker_url": f"redis://:{SECRET}@127.0.0.1:6379/0",
+        },
+        ["/opt/celery-beat", "/etc/celery/beat.env", "/etc/systemd/system/celery-beat.service"],
+    ),
+    "flower": (
+        {
+            "test_role": "reliable.celery.celery_flower",
+            "celery_flower_broker_url": f"redis://:{SECRET}@127.0.0.1:6379/0",
+            "celery_flower_basic_auth": [{"username": "ops", "password": f"{SECRET}-flower"}],
+        },
+        ["/opt/celery-flower", "/etc/celery/flower.env", "/etc/systemd/system/celery-flower.service"],
+    ),
+}
+
+
+@pytest.mark.parametrize("role", FIRST_INSTALLS)
+def test_check_mode_of_a_first_beat_or_flower_install_changes_nothing(host, main_pids, role: str) -> None:
+    variables, paths = FIRST_INSTALLS[role]
+    before = fingerprint(host, MANAGED_PATHS + " /opt")
+    result = run_playbook(scenario_file("role_only.yml"), "--check", extra_vars=variables)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    assert recap(result, host.backend.get_hostname())["changed"] > 0
+    assert SECRET not in result.stdout + result.stderr
+    assert fingerprint(host, MANAGED_PATHS + " /opt") == before
+    for path in paths:
+        assert not host.file(path).exists, f"check mode created {path}"
     assert {name: main_pid(host, f"celery-worker@{name}") for name in INSTANCES} == main_pids
