@@ -4,13 +4,14 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 RUN := source scripts/lib.sh && activate_toolchain &&
 
-.PHONY: benchmark-restart demo demo-down help test setup host-deps venv image lint yamllint ansible-lint ruff changelog-lint sanity unit argument-specs build molecule clean
+.PHONY: benchmark-restart chaos demo demo-down help test setup host-deps venv image lint yamllint ansible-lint ruff changelog-lint sanity unit argument-specs build molecule clean
 
 help:
 	@echo "make demo       the whole stack (site.yml) on local systemd test hosts, with a real task round trip"
 	@echo "make demo-down  remove the demo hosts"
 	@echo "make test       full suite: setup, lint, sanity, unit, argument specs, build, molecule"
 	@echo "make molecule   only the molecule scenarios (SCENARIO=name for one)"
+	@echo "make chaos      the full chaos run: 1000 tasks, every fault 3 times, on Redis and RabbitMQ"
 	@echo "make lint       yamllint, ansible-lint (production profile), ruff, changelog fragments"
 	@echo "make benchmark-restart  restart gap report (docs/benchmarks/restart.md)"
 	@echo "make clean      remove this checkout's .cache (the shared venv and image stay)"
@@ -63,6 +64,10 @@ build: venv
 
 molecule: setup
 	@scripts/molecule.sh $(SCENARIO)
+
+# `make test` runs the chaos scenarios short (200 tasks, every fault once); this is the full run.
+chaos: setup
+	@CHAOS_TASKS=1000 CHAOS_ROUNDS=3 scripts/molecule.sh chaos-redis chaos-rabbitmq
 
 # Not part of `make test`: a report, not an assertion. Writes docs/benchmarks/restart.md.
 benchmark-restart: setup

@@ -13,7 +13,7 @@ while (($#)) && [[ "$1" != "--" ]]; do scenarios+=("$1"); shift; done
 [[ "${1:-}" == "--" ]] && shift
 if ((${#scenarios[@]} == 0)); then
   # Longest first, so that the short ones fill the gaps at the end.
-  for name in site default rabbitmq restart; do [[ -f "molecule/$name/molecule.yml" ]] && scenarios+=("$name"); done
+  for name in site default chaos-redis chaos-rabbitmq rabbitmq restart; do [[ -f "molecule/$name/molecule.yml" ]] && scenarios+=("$name"); done
   for file in molecule/*/molecule.yml; do
     name="$(basename "$(dirname "$file")")"
     [[ " ${scenarios[*]} " == *" $name "* ]] || scenarios+=("$name")
