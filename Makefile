@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 RUN := source scripts/lib.sh && activate_toolchain &&
 
-.PHONY: benchmark-restart chaos demo demo-down help test setup host-deps venv image lint yamllint ansible-lint ruff changelog-lint sanity unit argument-specs build molecule clean
+.PHONY: benchmark chaos demo demo-down help test setup host-deps venv image lint yamllint ansible-lint ruff changelog-lint sanity unit argument-specs build molecule clean
 
 help:
 	@echo "make demo       the whole stack (site.yml) on local systemd test hosts, with a real task round trip"
@@ -13,7 +13,7 @@ help:
 	@echo "make molecule   only the molecule scenarios (SCENARIO=name for one)"
 	@echo "make chaos      the full chaos run: 1000 tasks, every fault 3 times, on Redis and RabbitMQ"
 	@echo "make lint       yamllint, ansible-lint (production profile), ruff, changelog fragments"
-	@echo "make benchmark-restart  restart gap report (docs/benchmarks/restart.md)"
+	@echo "make benchmark  restart gaps, redelivery after SIGKILL, site.yml times (docs/benchmarks.md)"
 	@echo "make clean      remove this checkout's .cache (the shared venv and image stay)"
 
 demo: setup
@@ -69,11 +69,9 @@ molecule: setup
 chaos: setup
 	@CHAOS_TASKS=1000 CHAOS_ROUNDS=3 scripts/molecule.sh chaos-redis chaos-rabbitmq
 
-# Not part of `make test`: a report, not an assertion. Writes docs/benchmarks/restart.md.
-benchmark-restart: setup
-	@$(RUN) molecule create -s restart && molecule prepare -s restart && molecule converge -s restart \
-	  && python benchmarks/restart_gap.py --output docs/benchmarks/restart.md; \
-	  status=$$?; molecule destroy -s restart >/dev/null; exit $$status
+# Not part of `make test`: a report, not an assertion.
+benchmark: setup
+	@scripts/benchmark.sh
 
 clean:
 	rm -rf .cache

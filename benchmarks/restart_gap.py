@@ -7,7 +7,7 @@ the queue, the worker is restarted, and once every task ended the report gives t
 ready seconds and the consumption gap: the longest time no task started while the queue still
 held tasks. Prints a markdown report; asserts nothing (figures on a busy machine vary).
 
-    make benchmark-restart            # creates the host, runs this, destroys the host
+    make benchmark                    # creates the host, runs this, destroys the host
     benchmarks/restart_gap.py --host rc-restart --long-seconds 60 --short-tasks 200
 """
 
@@ -19,6 +19,7 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -37,7 +38,9 @@ print(json.dumps([app.send_task(n, args=a).id for n, a in json.loads(sys.argv[1]
 
 
 def on_host(host: str, argv: list[str], **kwargs) -> str:
-    return subprocess.run(["docker", "exec", host, *argv], capture_output=True, text=True, check=True, **kwargs).stdout
+    interactive = ["-i"] if "input" in kwargs else []
+    command = ["docker", "exec", *interactive, host, *argv]
+    return subprocess.run(command, capture_output=True, text=True, check=True, **kwargs).stdout
 
 
 def send(host: str, tasks: list[tuple[str, list]]) -> list[str]:
@@ -50,6 +53,11 @@ def events(host: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines()]
 
 
+def clear_events(host: str) -> None:
+    """Empty the record; a missing one stays missing (root would create it, and the worker could not write it)."""
+    on_host(host, ["sh", "-c", f"[ ! -e {EVENTS} ] || : > {EVENTS}"])
+
+
 def wait(condition, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while not (result := condition()):
@@ -59,11 +67,11 @@ def wait(condition, timeout: float, what: str):
     return result
 
 
-def restart_with_module(host: str) -> dict[str, float]:
+def restart_with_module(host: str, unit: str = UNIT) -> dict[str, float]:
     env = {**os.environ, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "json"}
     command = [
         "ansible", "all", "-i", f"{host},", "-c", "community.docker.docker",
-        "-m", "reliable.celery.celery_worker_restart", "-a", f"name={UNIT}",
+        "-m", "reliable.celery.celery_worker_restart", "-a", f"name={unit}",
     ]  # fmt: skip
     output = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
     result = json.loads(output)["plays"][0]["tasks"][0]["hosts"][host]
@@ -79,14 +87,17 @@ def restart_with_systemctl(host: str) -> dict[str, float]:
     return {"drain_seconds": round(restarted - started, 3), "ready_seconds": round(time.monotonic() - restarted, 3)}
 
 
-def measure(host: str, method: str, long_seconds: float, short_tasks: int, short_seconds: float) -> dict:
-    on_host(host, ["sh", "-c", f": > {EVENTS}"])
+def measure(
+    host: str, restart: Callable[[str], dict], long_seconds: float, short_tasks: int, short_seconds: float
+) -> dict:
+    """Restart the host's only consuming worker while a long task runs and short ones are queued."""
+    clear_events(host)
     (long_id,) = send(host, [("example.sleep", [long_seconds])])
     wait(lambda: any(e["id"] == long_id for e in events(host)), 60, "the long task to start")
     short_ids = send(host, [("example.sleep", [short_seconds])] * short_tasks)
     time.sleep(2)  # the worker is busy; most short tasks are still queued
     restart_at = float(on_host(host, ["date", "+%s.%N"]))
-    timings = restart_with_module(host) if method == "module" else restart_with_systemctl(host)
+    timings = restart(host)
     ids = {long_id, *short_ids}
     wait(lambda: {e["id"] for e in events(host) if e["event"] == "end"} >= ids, 600, "every task to end")
     recorded = [e for e in events(host) if e["id"] in ids]
@@ -100,7 +111,6 @@ def measure(host: str, method: str, long_seconds: float, short_tasks: int, short
             start_counts[event["id"]] = start_counts.get(event["id"], 0) + 1
     ended = {e["id"] for e in recorded if e["event"] == "end" and e["state"] == "SUCCESS"}
     return {
-        "method": method,
         **timings,
         "gap_seconds": round(gap, 2),
         "lost": len(ids - ended),
@@ -118,7 +128,8 @@ def main() -> None:
     args = parser.parse_args()
 
     load = (args.long_seconds, args.short_tasks, args.short_seconds)
-    rows = [measure(args.host, method, *load) for method in ("module", "systemctl")]
+    methods = {"module": restart_with_module, "systemctl": restart_with_systemctl}
+    rows = [{"method": method, **measure(args.host, restart, *load)} for method, restart in methods.items()]
     labels = {"module": "`celery_worker_restart` (drain)", "systemctl": "`systemctl restart` (KillMode=mixed)"}
     report = [
         f"## Restart under load — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",

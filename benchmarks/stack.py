@@ -1,0 +1,222 @@
+"""Benchmark: the whole stack per broker, as a markdown report (asserts nothing).
+
+For each broker this creates the chaos scenario's hosts (a broker and two worker hosts), then:
+- times playbooks/site.yml cold and again on the converged hosts (idempotent: changed=0);
+- measures the restart consumption gap with one worker consuming: `systemctl restart` of a unit
+  written as the Celery documentation shows (celery multi, Type=forking) against the
+  celery_worker_restart module on the collection's unit; same release, app and settings;
+- measures redelivery after a SIGKILL of the main process running a task: from the kill to the
+  task's next start on any worker;
+and destroys the hosts. Needs the toolchain and the example wheelhouse, which `make benchmark`
+provides; it writes docs/benchmarks.md.
+
+    make benchmark
+    python benchmarks/stack.py --brokers redis --output /tmp/report.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from statistics import median
+
+from restart_gap import UNIT, events, measure, on_host, restart_with_module, send, wait
+
+BROKERS = ("redis", "rabbitmq")
+OFFICIAL_UNIT = "celery-official.service"
+# The unit from Celery's "Daemonization" guide, run on the same release, app and settings as the
+# collection's unit (env files and app wrapper). systemd would expand %n itself, hence %%n.
+OFFICIAL_UNIT_TEXT = """\
+[Unit]
+Description=Celery Service (as in Celery's daemonization guide)
+After=network.target
+
+[Service]
+Type=forking
+User=celery
+Group=celery
+EnvironmentFile=/etc/celery/worker.env
+EnvironmentFile=/etc/celery/worker-instances/default.env
+Environment=STATE_DIRECTORY=/var/lib/celery/worker-default
+RuntimeDirectory=celery-official
+LogsDirectory=celery-official
+WorkingDirectory=/var/lib/celery
+ExecStart=/bin/sh -c '/opt/celery/current/bin/celery -A reliable_celery_app multi start official \\
+    --pidfile=/run/celery-official/%%n.pid --logfile=/var/log/celery-official/%%n%%I.log $CELERY_WORKER_ARGS'
+ExecStop=/bin/sh -c '/opt/celery/current/bin/celery multi stopwait official \\
+    --pidfile=/run/celery-official/%%n.pid --logfile=/var/log/celery-official/%%n%%I.log'
+Restart=always
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def hosts(broker: str) -> tuple[str, str]:
+    return f"rc-chaos-{broker}-worker1", f"rc-chaos-{broker}-worker2"
+
+
+def molecule(broker: str, *command: str) -> str:
+    scenario = f"chaos-{broker}"
+    result = subprocess.run(["molecule", *command, "-s", scenario], check=False, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"molecule {' '.join(command)} -s {scenario} failed:\n{result.stdout[-3000:]}")
+    return result.stdout
+
+
+def timed_converge(broker: str) -> dict[str, float]:
+    started = time.monotonic()
+    output = molecule(broker, "converge")
+    changed = sum(int(n) for n in re.findall(r"\bchanged=(\d+)", output))
+    return {"seconds": round(time.monotonic() - started, 1), "changed": changed}
+
+
+def main_pid(host: str, unit: str = UNIT) -> int:
+    return int(on_host(host, ["systemctl", "show", "-p", "MainPID", "--value", unit]).strip())
+
+
+def restart_gaps(broker: str, long_seconds: float, short_tasks: int, short_seconds: float) -> dict[str, dict]:
+    """One worker consumes (the other host's is stopped), so the gap is the fleet's gap."""
+    worker, other = hosts(broker)
+    load = (long_seconds, short_tasks, short_seconds)
+    on_host(other, ["systemctl", "stop", UNIT])
+    try:
+        rows = {"module": measure(worker, restart_with_module, *load)}
+        on_host(worker, ["systemctl", "stop", UNIT])
+        on_host(worker, ["sh", "-c", f"cat > /etc/systemd/system/{OFFICIAL_UNIT}"], input=OFFICIAL_UNIT_TEXT)
+        on_host(worker, ["systemctl", "daemon-reload"])
+        on_host(worker, ["systemctl", "start", OFFICIAL_UNIT])
+        rows["official"] = measure(worker, restart_with_systemctl_official, *load)
+    finally:
+        on_host(worker, ["sh", "-c", f"systemctl stop {OFFICIAL_UNIT}; rm -f /etc/systemd/system/{OFFICIAL_UNIT}"])
+        on_host(worker, ["systemctl", "daemon-reload"])
+        for host in (worker, other):
+            on_host(host, ["systemctl", "start", UNIT])
+    return rows
+
+
+def restart_with_systemctl_official(host: str) -> dict[str, float]:
+    started = time.monotonic()
+    on_host(host, ["systemctl", "restart", OFFICIAL_UNIT])
+    return {"drain_seconds": round(time.monotonic() - started, 3)}
+
+
+def redelivery_after_kill_main(broker: str, task_seconds: float) -> float:
+    """SIGKILL the main process of the worker running a task; seconds until the task starts again."""
+    workers = hosts(broker)
+
+    def starts(task_id: str) -> list[dict]:
+        return [e for host in workers for e in events(host) if e["id"] == task_id and e["event"] == "start"]
+
+    for host in workers:
+        wait(lambda host=host: on_host(host, ["systemctl", "is-active", UNIT]).strip() == "active", 120, "workers")
+    time.sleep(5)  # both ready and consuming
+    (task_id,) = send(workers[0], [("example.sleep", [task_seconds])])
+    victim = wait(lambda: starts(task_id), 60, "the task to start")[0]["hostname"]
+    pid = main_pid(victim)
+    struck = float(on_host(victim, ["sh", "-c", f"kill -KILL {pid} && date +%s.%N"]))
+    again = wait(lambda: [s["t"] for s in starts(task_id) if s["t"] > struck], 300, "the task to start again")
+    wait(lambda: main_pid(victim) not in (0, pid), 120, "systemd to restart the killed worker")
+    return round(min(again) - struck, 2)
+
+
+def converge_and_measure(broker: str, args: argparse.Namespace) -> dict:
+    molecule(broker, "destroy")
+    molecule(broker, "create")
+    try:
+        cold = timed_converge(broker)
+        again = timed_converge(broker)
+        gaps = restart_gaps(broker, args.long_seconds, args.short_tasks, args.short_seconds)
+        redelivery = [redelivery_after_kill_main(broker, args.long_seconds) for _ in range(args.samples)]
+    finally:
+        molecule(broker, "destroy")
+    return {"broker": broker, "cold": cold, "again": again, "gaps": gaps, "redelivery": redelivery}
+
+
+def report(results: list[dict], args: argparse.Namespace) -> str:
+    names = {"redis": "Redis", "rabbitmq": "RabbitMQ"}
+    lines = [
+        f"## The stack per broker — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}. Hosts: Debian 12 systemd",
+        "containers (a broker and two worker hosts, the chaos scenarios' inventory), Celery 5.7.0, prefork -c 3.",
+        "",
+        "### Restart under load",
+        "",
+        f"One worker consuming; one {args.long_seconds:g} s task running and {args.short_tasks} tasks of"
+        f" {args.short_seconds:g} s queued when the restart starts. Consumption gap: the longest time no task",
+        "started while the queue still held tasks.",
+        "",
+        "| broker | restart | consumption gap s | lost | ran twice |",
+        "|---|---|---|---|---|",
+    ]
+    labels = {
+        "official": "`systemctl restart`, unit as in Celery's guide (multi, Type=forking)",
+        "module": "`celery_worker_restart` (drain), the collection's unit",
+    }
+    for result in results:
+        for method in ("official", "module"):
+            row = result["gaps"][method]
+            lines.append(
+                f"| {names[result['broker']]} | {labels[method]} | {row['gap_seconds']} | {row['lost']} |"
+                f" {row['ran_twice']} |"
+            )
+    lines += [
+        "",
+        "### Redelivery after SIGKILL of the worker's main process",
+        "",
+        f"A {args.long_seconds:g} s task runs on one of two workers; its main process gets SIGKILL. Seconds from",
+        f"the kill to the task's next start ({args.samples} samples).",
+        "",
+        "| broker | median s | max s | samples s | bound the docs promise |",
+        "|---|---|---|---|---|",
+    ]
+    bounds = {
+        "redis": "visibility timeout (30 + 15 s) + restore sweep (5 s)",
+        "rabbitmq": "seconds (requeued when the connection drops)",
+    }
+    for result in results:
+        samples = result["redelivery"]
+        lines.append(
+            f"| {names[result['broker']]} | {median(samples):.2f} | {max(samples):.2f} |"
+            f" {', '.join(f'{s:g}' for s in samples)} | {bounds[result['broker']]} |"
+        )
+    lines += [
+        "",
+        "### playbooks/site.yml",
+        "",
+        "| broker | cold converge s | again s | changed again |",
+        "|---|---|---|---|",
+        *(
+            f"| {names[r['broker']]} | {r['cold']['seconds']} | {r['again']['seconds']} | {r['again']['changed']} |"
+            for r in results
+        ),
+        "",
+        "Cold: fresh hosts, apt and pip from the local wheelhouse (the broker from Debian's archive).",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--brokers", nargs="+", choices=BROKERS, default=list(BROKERS))
+    parser.add_argument("--long-seconds", type=float, default=25, help="below the hosts' 30 s task limit")
+    parser.add_argument("--short-tasks", type=int, default=200)
+    parser.add_argument("--short-seconds", type=float, default=0.2)
+    parser.add_argument("--samples", type=int, default=3, help="SIGKILLs per broker")
+    parser.add_argument("--output", type=Path, help="also write the report to this file")
+    args = parser.parse_args()
+    text = report([converge_and_measure(broker, args) for broker in args.brokers], args)
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
