@@ -19,6 +19,12 @@ description:
   - A C(Restart=always) unit that exited cleanly waits C(RestartSec) before systemd starts it again, and systemd
     holds a plain start until then; the module restarts such a unit at once instead, and leaves alone a unit that
     systemd already brought back.
+  - With O(strategy=handover) a worker instance has two units, O(name) and O(handover_unit) (its two slots); the one
+    enabled for boot is current. The module starts the other slot and waits until it is ready; only then it stops
+    the old slot, which finishes its running tasks while the new one already consumes, and makes the new slot the
+    current one (enabled, the old one disabled). The old slot gets C(SIGTERM) on its main process from
+    C(systemctl stop), with its stop timeout lifted for the drain by a runtime drop-in, so that systemd does not kill
+    it either.
 author:
   - reliable.celery maintainers (@reliable-celery)
 attributes:
@@ -48,9 +54,26 @@ options:
     type: str
     choices: [restarted, started]
     default: restarted
+  strategy:
+    description:
+      - V(drain) stops the running worker, waits until it finished its tasks, and starts it again. Nothing consumes
+        from the instance's queues meanwhile (as long as the longest running task).
+      - V(handover) starts the instance's other slot (O(handover_unit)) and stops the old one once the new one is
+        ready. Both run during the handover (twice the memory and processes for as long as the longest running
+        task), and the queues never stop being consumed.
+      - With O(handover_unit) set, V(drain) restarts the current slot in place.
+    type: str
+    choices: [drain, handover]
+    default: drain
+  handover_unit:
+    description:
+      - The instance's second slot, for example C(celery-worker-b@default). Required with O(strategy=handover).
+      - Its Celery node name, state db and C(RuntimeDirectory) (readiness marker) must differ from O(name)'s.
+    type: str
   drain_timeout:
     description:
       - Seconds to wait, after C(SIGTERM), for the old main process to finish its tasks and exit.
+      - With O(strategy=handover), also how long a handover waits for an earlier old slot that is still draining.
       - Defaults to the unit's C(TimeoutStopSec), which the celery_worker role derives from the longest task.
     type: float
   ready_timeout:
@@ -72,11 +95,13 @@ options:
   marker_path:
     description:
       - The readiness marker. Defaults to C(ready) in the unit's C(RuntimeDirectory) below C(/run).
+      - Not with O(handover_unit), because each slot has its own marker.
     type: path
   node:
     description:
       - Celery node name to ping with O(readiness=ping). Defaults to the C(--hostname) of the unit's C(ExecStart),
         with C(%h) replaced by the host name.
+      - Not with O(handover_unit), because each slot has its own node name.
     type: str
   kill_after:
     description:
@@ -108,6 +133,12 @@ EXAMPLES = r"""
     name: celery-worker@default
     state: started
 
+- name: Hand the instance over to its other slot; the old one drains while the new one consumes
+  reliable.celery.celery_worker_restart:
+    name: celery-worker@default
+    handover_unit: celery-worker-b@default
+    strategy: handover
+
 - name: Confirm readiness by pinging the node
   reliable.celery.celery_worker_restart:
     name: celery-worker@default
@@ -115,6 +146,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+unit:
+  description: The unit that runs the worker now (with O(handover_unit), the current slot).
+  returned: always
+  type: str
+  sample: celery-worker-b@default.service
+previous_unit:
+  description: With O(strategy=handover), the slot that was stopped; null when nothing was handed over.
+  returned: always
+  type: str
+  sample: celery-worker@default.service
 old_pid:
   description: Main pid before the restart, or null when the unit was not running.
   returned: always
@@ -169,6 +210,7 @@ PROPERTIES = (
     "ActiveState",
     "SubState",
     "MainPID",
+    "UnitFileState",
     "TimeoutStopUSec",
     "RuntimeDirectory",
     "ExecStart",
@@ -176,6 +218,17 @@ PROPERTIES = (
     "Group",
     "EnvironmentFiles",
 )
+RUNNING_STATES = ("active", "reloading")
+# While an old slot drains after a handover, systemd must not SIGKILL it when TimeoutStopSec
+# passes: only kill_after may. A runtime drop-in (gone at reboot) lifts the timeout for that stop.
+RUNTIME_ROOT = "/run"
+HANDOVER_DROP_IN = "systemd/system/%s.d/50-reliable-celery-handover.conf"
+HANDOVER_DROP_IN_TEXT = """\
+# Written by reliable.celery's celery_worker_restart while this slot drains after a handover:
+# its running tasks may finish however long they take. Removed when the drain is over.
+[Service]
+TimeoutStopSec=infinity
+"""
 
 
 class RestartFailed(Exception):
@@ -197,16 +250,25 @@ def process_running(pid):
         return False
 
 
+def unit_name(name):
+    return name if "." in name else name + ".service"
+
+
+def is_running(properties):
+    return _systemd.main_pid(properties) is not None and properties.get("ActiveState") in RUNNING_STATES
+
+
 class WorkerRestart:
     def __init__(self, module):
         self.module = module
         self.params = module.params
-        self.unit = module.params["name"]
-        if "." not in self.unit:
-            self.unit += ".service"
+        self.unit = unit_name(module.params["name"])
+        self.handover_unit = unit_name(module.params["handover_unit"]) if module.params["handover_unit"] else None
         self.systemctl = module.get_bin_path("systemctl", required=True)
         self.result = dict(
             changed=False,
+            unit=self.unit,
+            previous_unit=None,
             old_pid=None,
             new_pid=None,
             was_running=False,
@@ -216,65 +278,208 @@ class WorkerRestart:
             ready_seconds=0.0,
         )
 
-    def properties(self):
+    def properties(self, unit):
         try:
-            return _systemd.show_unit(self.module.run_command, self.systemctl, self.unit, PROPERTIES)
+            return _systemd.show_unit(self.module.run_command, self.systemctl, unit, PROPERTIES)
         except _systemd.UnitQueryError as error:
             raise RestartFailed(str(error)) from error
 
-    def systemctl_run(self, *args):
-        rc, _out, err = self.module.run_command([self.systemctl, *args, "--", self.unit])
-        if rc != 0:
-            raise RestartFailed("systemctl %s %s failed (rc=%d): %s" % (" ".join(args), self.unit, rc, err.strip()))
+    def loaded_properties(self, unit):
+        properties = self.properties(unit)
+        if not _systemd.is_loaded(properties):
+            raise RestartFailed(
+                "unit %s is not loaded (LoadState=%s): is the name right and the unit installed?"
+                % (unit, properties.get("LoadState", "unknown"))
+            )
+        return properties
 
-    def journal(self):
+    def systemctl_run(self, unit, *args):
+        rc, _out, err = self.module.run_command([self.systemctl, *args, "--", unit])
+        if rc != 0:
+            raise RestartFailed("systemctl %s %s failed (rc=%d): %s" % (" ".join(args), unit, rc, err.strip()))
+
+    def journal(self, unit):
         journalctl = self.module.get_bin_path("journalctl")
         if not journalctl:
             return ""
-        return self.module.run_command([journalctl, "--no-pager", "-n", "30", "-u", self.unit])[1]
+        return self.module.run_command([journalctl, "--no-pager", "-n", "30", "-u", unit])[1]
 
     def run(self):
-        before = self.properties()
-        if not _systemd.is_loaded(before):
-            raise RestartFailed(
-                "unit %s is not loaded (LoadState=%s): is the name right and the unit installed?"
-                % (self.unit, before.get("LoadState", "unknown"))
-            )
-        old_pid = _systemd.main_pid(before)
-        self.result["old_pid"] = old_pid
-        self.result["was_running"] = old_pid is not None and before.get("ActiveState") in ("active", "reloading")
-        if self.params["state"] == "started" and self.result["was_running"]:
-            return self.result
-        self.result["changed"] = True
-        # Settle how readiness is checked before anything is sent.
-        ready = self.readiness_check(before)
-        if self.module.check_mode:
-            return self.result
-
-        if old_pid is not None:
-            self.drain(old_pid, before)
-        self.start(old_pid)
-        new_pid = self.wait_for_new_main_pid(old_pid)
-        self.wait_ready(new_pid, ready)
+        if self.handover_unit:
+            return self.run_slots()
+        before = self.loaded_properties(self.unit)
+        self.restart_in_place(self.unit, before)
         return self.result
 
-    def drain_timeout(self, properties):
+    def restart_in_place(self, unit, before):
+        """The drain strategy: SIGTERM, wait for the running tasks, start the same unit, confirm ready."""
+        old_pid = _systemd.main_pid(before)
+        self.result["old_pid"] = old_pid
+        self.result["was_running"] = is_running(before)
+        if self.params["state"] == "started" and self.result["was_running"]:
+            return
+        self.result["changed"] = True
+        # Settle how readiness is checked before anything is sent.
+        ready = self.readiness_check(unit, before)
+        if self.module.check_mode:
+            return
+        if old_pid is not None:
+            self.drain(unit, old_pid, before)
+        self.start(unit, old_pid)
+        new_pid = self.wait_for_new_main_pid(unit, old_pid)
+        self.wait_ready(unit, new_pid, ready)
+
+    # --- two slots ---
+
+    def run_slots(self):
+        """An instance with two slots: restart the current one in place (drain) or hand over."""
+        if self.params["marker_path"] or self.params["node"]:
+            raise RestartFailed(
+                "marker_path and node cannot be used with handover_unit: each slot has its own readiness marker "
+                "(in its RuntimeDirectory) and node name (its --hostname)"
+            )
+        slots = {unit: self.loaded_properties(unit) for unit in (self.unit, self.handover_unit)}
+        current, other = self.current_slot(slots)
+        self.result["unit"] = current
+        running = is_running(slots[current])
+        if self.params["strategy"] == "drain" or not running:
+            # Nothing to hand over from: start (or drain-restart) the current slot where it is.
+            self.refuse_two_running(current, other, slots)
+            self.restart_in_place(current, slots[current])
+        elif self.params["state"] == "restarted":
+            self.hand_over(current, other, slots)
+            current, other = other, current
+        else:
+            self.result.update(old_pid=_systemd.main_pid(slots[current]), was_running=True)
+        self.make_current(current, other)
+        return self.result
+
+    def current_slot(self, slots):
+        """The slot enabled for boot; when that does not decide, the one running; else the first."""
+        units = list(slots)
+        for decides in (
+            lambda unit: slots[unit].get("UnitFileState") == "enabled",
+            lambda unit: is_running(slots[unit]),
+        ):
+            chosen = [unit for unit in units if decides(unit)]
+            if len(chosen) == 1:
+                return chosen[0], units[1 - units.index(chosen[0])]
+        return units[0], units[1]
+
+    def refuse_two_running(self, current, other, slots):
+        if is_running(slots[other]) and is_running(slots[current]):
+            raise RestartFailed(
+                "both slots of the instance run: %s (current, enabled for boot) and %s (main pid %s). A handover that "
+                "failed half-way leaves this; stop the one that should not run (systemctl stop), then run again."
+                % (current, other, _systemd.main_pid(slots[other]))
+            )
+
+    def make_current(self, current, other):
+        """Exactly one slot is enabled for boot: the current one."""
+        changes = []
+        if self.properties(current).get("UnitFileState") != "enabled":
+            changes.append(("enable", current))
+        if self.properties(other).get("UnitFileState") == "enabled":
+            changes.append(("disable", other))
+        if changes:
+            self.result["changed"] = True
+        if not self.module.check_mode:
+            for verb, unit in changes:
+                self.systemctl_run(unit, verb)
+
+    def hand_over(self, old, new, slots):
+        self.result.update(
+            changed=True, old_pid=_systemd.main_pid(slots[old]), was_running=True, unit=new, previous_unit=old
+        )
+        ready = self.readiness_check(new, slots[new])
+        timeout = self.drain_timeout(old, slots[old])
+        if self.module.check_mode:
+            return
+        self.wait_earlier_drain(new, slots[new], timeout)
+        self.refuse_two_running(old, new, {old: slots[old], new: self.properties(new)})
+        self.set_drop_in(new, present=False)
+        # Lifted before the start, so that the old slot stops the moment the new one is ready:
+        # whatever the old worker fetches meanwhile waits, unstarted, until it has drained.
+        self.set_drop_in(old, present=True)
+        self.systemctl_run(new, "start")
+        try:
+            new_pid = self.wait_for_new_main_pid(new, None)
+            self.wait_ready(new, new_pid, ready)
+        except RestartFailed as failure:
+            self.systemctl_run(new, "stop")
+            self.set_drop_in(old, present=False)
+            raise RestartFailed(
+                "%s\nThe handover did not happen: %s was stopped again, and %s (main pid %s) keeps running untouched."
+                % (failure, new, old, self.result["old_pid"])
+            ) from failure
+        self.systemctl_run(old, "stop", "--no-block")
+        self.result["signalled"] = True
+        self.make_current(new, old)
+        self.wait_stopped(old, timeout, "after the handover to %s" % new)
+        self.set_drop_in(old, present=False)
+
+    def wait_earlier_drain(self, unit, properties, timeout):
+        """A slot still draining from an earlier handover must be gone before it can be the new one."""
+        if properties.get("ActiveState") != "deactivating":
+            return
+        self.wait_stopped(unit, timeout, "from an earlier handover; it must finish before the next handover")
+        self.set_drop_in(unit, present=False)
+
+    def wait_stopped(self, unit, timeout, why):
+        """Wait for a stopping slot to finish its tasks; SIGKILL it only past kill_after."""
+        kill_after = self.params["kill_after"]
+        started = time.monotonic()
+        while True:
+            properties = self.properties(unit)
+            if properties.get("ActiveState") in ("inactive", "failed"):
+                break
+            elapsed = time.monotonic() - started
+            if kill_after is not None and elapsed >= kill_after and not self.result["killed"]:
+                self.systemctl_run(unit, "kill", "--kill-whom=all", "--signal=SIGKILL")
+                self.result["killed"] = True
+                timeout = max(timeout, elapsed + KILL_GRACE_SECONDS)
+            if elapsed >= timeout:
+                raise RestartFailed(
+                    "%s (main pid %s) is still finishing its tasks %.0f s after SIGTERM, %s (drain_timeout=%s). "
+                    "Nothing was killed: it keeps draining. Wait, raise drain_timeout, or set kill_after to kill "
+                    "what is left (its tasks then run again)."
+                    % (unit, _systemd.main_pid(properties), elapsed, why, timeout)
+                )
+            time.sleep(POLL_SECONDS)
+        self.result["drain_seconds"] = round(time.monotonic() - started, 3)
+
+    def set_drop_in(self, unit, present):
+        path = os.path.join(RUNTIME_ROOT, HANDOVER_DROP_IN % unit)
+        if present == os.path.exists(path):
+            return
+        if present:
+            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+            with open(path, "w") as drop_in:
+                drop_in.write(HANDOVER_DROP_IN_TEXT)
+        else:
+            os.remove(path)
+        rc, _out, err = self.module.run_command([self.systemctl, "daemon-reload"])
+        if rc != 0:
+            raise RestartFailed("systemctl daemon-reload failed (rc=%d): %s" % (rc, err.strip()))
+
+    # --- one unit ---
+
+    def drain_timeout(self, unit, properties):
         if self.params["drain_timeout"] is not None:
             return self.params["drain_timeout"]
         stop_timeout = _systemd.parse_timespan(properties.get("TimeoutStopUSec", ""))
         if stop_timeout is None:
             raise RestartFailed(
-                "%s has no TimeoutStopSec to drain within: set drain_timeout (seconds to wait for running tasks)"
-                % self.unit
+                "%s has no TimeoutStopSec to drain within: set drain_timeout (seconds to wait for running tasks)" % unit
             )
         return stop_timeout
 
-    def drain(self, pid, properties):
+    def drain(self, unit, pid, properties):
         """SIGTERM to the main process only (unless it is already being stopped), then wait for it."""
-        timeout = self.drain_timeout(properties)
+        timeout = self.drain_timeout(unit, properties)
         kill_after = self.params["kill_after"]
         started = time.monotonic()
-        if properties.get("ActiveState") in ("active", "reloading"):
+        if properties.get("ActiveState") in RUNNING_STATES:
             try:
                 os.kill(pid, signal.SIGTERM)
                 self.result["signalled"] = True
@@ -283,7 +488,7 @@ class WorkerRestart:
         while process_running(pid):
             elapsed = time.monotonic() - started
             if kill_after is not None and elapsed >= kill_after and not self.result["killed"]:
-                self.systemctl_run("kill", "--kill-whom=all", "--signal=SIGKILL")
+                self.systemctl_run(unit, "kill", "--kill-whom=all", "--signal=SIGKILL")
                 self.result["killed"] = True
                 timeout = max(timeout, elapsed + KILL_GRACE_SECONDS)
             if elapsed >= timeout:
@@ -291,30 +496,30 @@ class WorkerRestart:
                     "%s (main pid %d) is still finishing its tasks %.0f s after SIGTERM (drain_timeout=%s). "
                     "Nothing was killed: it keeps draining and systemd will start it again once it exits. Wait, "
                     "raise drain_timeout, or set kill_after to kill what is left (its tasks then run again)."
-                    % (self.unit, pid, elapsed, timeout)
+                    % (unit, pid, elapsed, timeout)
                 )
             time.sleep(POLL_SECONDS)
         self.result["drain_seconds"] = round(time.monotonic() - started, 3)
 
-    def start(self, old_pid):
+    def start(self, unit, old_pid):
         """Start the unit once, whatever systemd's Restart= is doing with it.
 
         After a clean exit a Restart=always unit waits RestartSec in SubState auto-restart, and
         systemd holds a plain start until that timer fires; a restart skips the wait. A unit that
         systemd already brought back needs nothing; a start of a running unit does nothing.
         """
-        properties = self.properties()
+        properties = self.properties(unit)
         pid = _systemd.main_pid(properties)
         if pid is not None and pid != old_pid and properties.get("ActiveState") == "active":
             return
-        self.systemctl_run("restart" if properties.get("SubState") == "auto-restart" else "start")
+        self.systemctl_run(unit, "restart" if properties.get("SubState") == "auto-restart" else "start")
 
-    def wait_for_new_main_pid(self, old_pid):
+    def wait_for_new_main_pid(self, unit, old_pid):
         """The start returns once systemd forked the process; read its main pid (Restart= may have
         started it already: systemctl start then did nothing, and the pid is still new)."""
         deadline = time.monotonic() + self.params["ready_timeout"]
         while True:
-            properties = self.properties()
+            properties = self.properties(unit)
             pid = _systemd.main_pid(properties)
             if pid is not None and pid != old_pid and properties.get("ActiveState") == "active":
                 self.result["new_pid"] = pid
@@ -323,24 +528,24 @@ class WorkerRestart:
                 raise RestartFailed(
                     "%s has no new main process %.0f s after the start (ActiveState=%s, SubState=%s). Journal:\n%s"
                     % (
-                        self.unit,
+                        unit,
                         self.params["ready_timeout"],
                         properties.get("ActiveState"),
                         properties.get("SubState"),
-                        self.journal(),
+                        self.journal(unit),
                     )
                 )
             time.sleep(POLL_SECONDS)
 
-    def readiness_check(self, properties):
+    def readiness_check(self, unit, properties):
         """A function telling whether the process with a given pid is ready, or None (readiness=none)."""
         if self.params["readiness"] == "marker":
-            return self.marker_check(properties)
+            return self.marker_check(unit, properties)
         if self.params["readiness"] == "ping":
-            return self.ping_check(properties)
+            return self.ping_check(unit, properties)
         return None
 
-    def wait_ready(self, pid, ready):
+    def wait_ready(self, unit, pid, ready):
         if ready is None:
             return
         readiness = self.params["readiness"]
@@ -350,21 +555,21 @@ class WorkerRestart:
             if time.monotonic() > deadline:
                 raise RestartFailed(
                     "%s (main pid %d) did not report ready (readiness=%s) within %.0f s (ready_timeout). Journal:\n%s"
-                    % (self.unit, pid, readiness, self.params["ready_timeout"], self.journal())
+                    % (unit, pid, readiness, self.params["ready_timeout"], self.journal(unit))
                 )
             time.sleep(POLL_SECONDS)
         self.result["ready_seconds"] = round(time.monotonic() - started, 3)
 
-    def marker_check(self, properties):
+    def marker_check(self, unit, properties):
         path = self.params["marker_path"]
         if not path:
             runtime_directory = (properties.get("RuntimeDirectory") or "").split()
             if not runtime_directory:
                 raise RestartFailed(
                     "%s has no RuntimeDirectory for a readiness marker: set marker_path, or readiness=ping or none"
-                    % self.unit
+                    % unit
                 )
-            path = os.path.join("/run", runtime_directory[0], "ready")
+            path = os.path.join(RUNTIME_ROOT, runtime_directory[0], "ready")
 
         def marker_names(pid):
             try:
@@ -375,11 +580,11 @@ class WorkerRestart:
 
         return marker_names
 
-    def ping_check(self, properties):
+    def ping_check(self, unit, properties):
         argv = _systemd.exec_start_argv(properties.get("ExecStart", ""))
         if "worker" not in argv:
-            raise RestartFailed("%s does not run `celery ... worker`: use readiness=marker or none" % self.unit)
-        node = self.params["node"] or self.node_from(argv)
+            raise RestartFailed("%s does not run `celery ... worker`: use readiness=marker or none" % unit)
+        node = self.params["node"] or self.node_from(unit, argv)
         command = ["systemd-run", "--quiet", "--pipe", "--wait", "--collect"]
         for name in ("User", "Group"):
             if properties.get(name):
@@ -393,13 +598,13 @@ class WorkerRestart:
 
         return node_answers
 
-    def node_from(self, argv):
+    def node_from(self, unit, argv):
         for index, arg in enumerate(argv):
             if arg.startswith("--hostname="):
                 return arg.split("=", 1)[1].replace("%h", socket.gethostname())
             if arg in ("-n", "--hostname") and index + 1 < len(argv):
                 return argv[index + 1].replace("%h", socket.gethostname())
-        raise RestartFailed("%s sets no --hostname: give the Celery node name in `node`" % self.unit)
+        raise RestartFailed("%s sets no --hostname: give the Celery node name in `node`" % unit)
 
 
 def main():
@@ -407,6 +612,8 @@ def main():
         argument_spec=dict(
             name=dict(type="str", required=True),
             state=dict(type="str", choices=["restarted", "started"], default="restarted"),
+            strategy=dict(type="str", choices=["drain", "handover"], default="drain"),
+            handover_unit=dict(type="str"),
             drain_timeout=dict(type="float"),
             ready_timeout=dict(type="float", default=120),
             readiness=dict(type="str", choices=["marker", "ping", "none"], default="marker"),
@@ -414,6 +621,7 @@ def main():
             node=dict(type="str"),
             kill_after=dict(type="float"),
         ),
+        required_if=[("strategy", "handover", ("handover_unit",))],
         supports_check_mode=True,
     )
     for option in ("drain_timeout", "ready_timeout", "kill_after"):

@@ -10,57 +10,40 @@ import pytest
 from ansible_collections.reliable.celery.plugins.modules import celery_worker_restart as restart_module
 
 UNIT = "celery-worker@default.service"
+SLOT_B = "celery-worker-b@default.service"
 
 
-class FakeSystemd:
-    """A unit with a main process. Time only moves when the module sleeps."""
+class FakeHost:
+    """systemd and the processes of a host. Time only moves when the module sleeps."""
 
-    def __init__(self, marker: Path, *, running: bool = True, drain_seconds: float = 3.0) -> None:
+    def __init__(self, run_root: Path) -> None:
         self.now = 1000.0
-        self.marker = marker
-        self.load_state = "loaded"
-        self.next_pid = 100
-        self.main: int | None = self.next_pid
-        self.alive: set[int] = {self.main}
-        self.active_state, self.sub_state = "active", "running"
-        if not running:
-            self.stop()
-        self.restart_sec = 5.0  # Restart=always waits this long after a clean exit
-        self.restart_due: float | None = None
-        self.timeout_stop = "5min"
-        self.drain_seconds = drain_seconds  # how long a SIGTERMed main process takes to exit
+        self.run_root = run_root
+        self.next_pid = 99
+        self.alive: set[int] = set()
         self.exit_at: dict[int, float] = {}
-        self.ready_delay = 1.5  # worker_ready fires this long after a start
-        self.ready_at: dict[int, float] = {}
-        self.start_works = True
         self.signals: list[tuple[int, int]] = []
         self.commands: list[list[str]] = []
+        self.units: dict[str, FakeSystemd] = {}
 
     # -- what the module calls --
     def run_command(self, args: list[str]) -> tuple[int, str, str]:
         self.commands.append(args)
         verb = args[1] if args[0].endswith("systemctl") else args[0]
-        if verb == "show":
-            return 0, self.show(), ""
-        if verb == "start":
-            # systemd holds a start job while the unit waits to auto-restart (service_start: -EAGAIN)
-            if self.start_works and self.sub_state != "auto-restart" and self.main not in self.alive:
-                self.spawn()
+        if verb == "daemon-reload":
+            for unit in self.units.values():
+                unit.drop_in = (self.run_root / restart_module.HANDOVER_DROP_IN.replace("%s", unit.name)).exists()
             return 0, "", ""
-        if verb == "restart":
-            if self.start_works and self.main not in self.alive:
-                self.spawn()
-            return 0, "", ""
-        if verb == "kill":
-            self.alive.clear()
-            return 0, "", ""
+        if verb in ("show", "start", "restart", "stop", "kill", "enable", "disable"):
+            return self.units[args[-1]].systemctl(verb, args)
         return 0, "journal lines\n", ""
 
     def kill(self, pid: int, signum: int) -> None:
         if pid not in self.alive:
             raise ProcessLookupError(pid)
         self.signals.append((pid, signum))
-        self.exit_at[pid] = self.now + self.drain_seconds
+        unit = next(unit for unit in self.units.values() if unit.main == pid)
+        self.exit_at[pid] = self.now + unit.drain_seconds
 
     def running(self, pid: int) -> bool:
         return pid in self.alive
@@ -71,25 +54,103 @@ class FakeSystemd:
     def sleep(self, seconds: float) -> None:
         self.now += seconds
         for pid, at in list(self.exit_at.items()):
-            if self.now >= at and pid in self.alive:
+            if self.now >= at:
                 self.alive.discard(pid)
-        if self.main is not None and self.main not in self.alive:
+        for unit in self.units.values():
+            unit.tick()
+
+    def spawn(self) -> int:
+        self.next_pid += 1
+        self.alive.add(self.next_pid)
+        return self.next_pid
+
+
+class FakeSystemd:
+    """One unit of a FakeHost; what a test reads that belongs to the host (signals, commands,
+    time) is passed through to it."""
+
+    def __init__(self, host: FakeHost, name: str, *, running: bool = True, enabled: bool = True) -> None:
+        self.host, self.name = host, name
+        host.units[name] = self
+        slot_suffix = "-b" if name.startswith("celery-worker-b@") else ""
+        self.instance = name.split("@")[1].removesuffix(".service") + slot_suffix
+        self.marker = host.run_root / f"celery/worker-{self.instance}/ready"
+        self.marker.parent.mkdir(parents=True, exist_ok=True)
+        self.load_state = "loaded"
+        self.enabled = enabled
+        self.main: int | None = None
+        self.active_state, self.sub_state = "inactive", "dead"
+        self.restart_sec = 5.0  # Restart=always waits this long after a clean exit
+        self.restart_due: float | None = None
+        self.timeout_stop = "5min"
+        self.drop_in = False  # the module's handover drop-in (TimeoutStopSec=infinity) is loaded
+        self.stopping_since: float | None = None
+        self.sigkilled = False
+        self.drain_seconds = 3.0  # how long a SIGTERMed main process takes to exit
+        self.ready_delay = 1.5  # worker_ready fires this long after a start
+        self.ready_at: dict[int, float] = {}
+        self.start_works = True
+        if running:
+            self.spawn()
+
+    def __getattr__(self, name: str):
+        return getattr(self.host, name)
+
+    def systemctl(self, verb: str, args: list[str]) -> tuple[int, str, str]:
+        if verb == "show":
+            return 0, self.show(), ""
+        if verb == "start":
+            # systemd holds a start job while the unit waits to auto-restart (service_start: -EAGAIN)
+            if self.start_works and self.sub_state != "auto-restart" and self.main not in self.host.alive:
+                self.spawn()
+        elif verb == "restart":
+            if self.start_works and self.main not in self.host.alive:
+                self.spawn()
+        elif verb == "stop":
+            self.begin_stop()
+            if "--no-block" not in args:
+                while self.active_state != "inactive":
+                    self.host.sleep(0.2)
+        elif verb == "kill":
+            self.host.alive.discard(self.main)
+            self.tick()
+        elif verb in ("enable", "disable"):
+            self.enabled = verb == "enable"
+        return 0, "", ""
+
+    def begin_stop(self) -> None:
+        """KillMode=mixed: SIGTERM to the main process only."""
+        if self.main in self.host.alive:
+            self.host.kill(self.main, signal.SIGTERM)
+            self.active_state, self.sub_state, self.stopping_since = "deactivating", "stop-sigterm", self.host.now
+        else:
+            self.stop()
+
+    def tick(self) -> None:
+        if self.stopping_since is not None:
+            timeout = restart_module._systemd.parse_timespan(self.timeout_stop)
+            if self.main not in self.host.alive:
+                self.stop()
+            elif not self.drop_in and timeout is not None and self.host.now - self.stopping_since >= timeout:
+                self.sigkilled = True  # systemd's own SIGKILL when TimeoutStopSec passes
+                self.host.alive.discard(self.main)
+                self.stop()
+            return
+        if self.main is not None and self.main not in self.host.alive:
             # A clean exit of a Restart=always unit: systemd starts it again after RestartSec.
             self.main, self.active_state, self.sub_state = None, "activating", "auto-restart"
-            self.restart_due = self.now + self.restart_sec
-        if self.start_works and self.restart_due is not None and self.now >= self.restart_due and not self.main:
+            self.restart_due = self.host.now + self.restart_sec
+        if self.start_works and self.restart_due is not None and self.host.now >= self.restart_due and not self.main:
             self.spawn()
         for pid, at in self.ready_at.items():
-            if self.now >= at and pid == self.main:
-                self.marker.write_text(json.dumps({"pid": pid, "node": "default@host"}))
+            if self.host.now >= at and pid == self.main:
+                self.marker.write_text(json.dumps({"pid": pid, "node": f"{self.instance}@host"}))
 
     # -- helpers --
     def spawn(self) -> None:
-        self.next_pid += 1
-        self.main = self.next_pid
-        self.alive.add(self.main)
+        self.main = self.host.spawn()
         self.active_state, self.sub_state = "active", "running"
-        self.ready_at[self.main] = self.now + self.ready_delay
+        self.ready_at[self.main] = self.host.now + self.ready_delay
         self.restart_due = None
 
     def show(self) -> str:
@@ -99,10 +160,11 @@ class FakeSystemd:
                 f"ActiveState={self.active_state}",
                 f"SubState={self.sub_state}",
                 f"MainPID={self.main or 0}",
-                f"TimeoutStopUSec={self.timeout_stop}",
-                "RuntimeDirectory=celery/worker-default",
+                f"UnitFileState={'enabled' if self.enabled else 'disabled'}",
+                f"TimeoutStopUSec={'infinity' if self.drop_in else self.timeout_stop}",
+                f"RuntimeDirectory=celery/worker-{self.instance}",
                 "ExecStart={ path=/opt/r/bin/celery ; argv[]=/opt/r/bin/celery -A reliable_celery_app worker "
-                "--hostname=default@%h --statedb=/var/lib/x ; ignore_errors=no }",
+                f"--hostname={self.instance}@%h --statedb=/var/lib/x ; ignore_errors=no }}",
                 "User=celery",
                 "Group=celery",
                 "EnvironmentFiles=/etc/celery/worker.env (ignore_errors=no)",
@@ -111,10 +173,12 @@ class FakeSystemd:
         )
 
     def stop(self) -> None:
-        self.main, self.alive, self.active_state, self.sub_state = None, set(), "inactive", "dead"
+        self.host.alive.discard(self.main)
+        self.main, self.active_state, self.sub_state = None, "inactive", "dead"
+        self.stopping_since = None
 
     def systemctl_verbs(self) -> list[str]:
-        return [args[1] for args in self.commands if args[0].endswith("systemctl") and args[1] != "show"]
+        return [args[1] for args in self.host.commands if args[0].endswith("systemctl") and args[1] != "show"]
 
 
 class FakeModule:
@@ -124,10 +188,12 @@ class FakeModule:
         self.params = {
             "name": "celery-worker@default",
             "state": "restarted",
+            "strategy": "drain",
+            "handover_unit": None,
             "drain_timeout": None,
             "ready_timeout": 120.0,
             "readiness": "marker",
-            "marker_path": str(systemd.marker),
+            "marker_path": None,
             "node": None,
             "kill_after": None,
             **params,
@@ -137,17 +203,24 @@ class FakeModule:
         return f"/usr/bin/{name}"
 
     def run_command(self, args: list[str]) -> tuple[int, str, str]:
-        return self.systemd.run_command(args)
+        return self.systemd.host.run_command(args)
 
 
 @pytest.fixture
-def systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSystemd:
-    fake = FakeSystemd(tmp_path / "ready")
+def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeHost:
+    fake = FakeHost(tmp_path)
+    monkeypatch.setattr(restart_module, "RUNTIME_ROOT", str(tmp_path))
     monkeypatch.setattr(restart_module.os, "kill", fake.kill)
     monkeypatch.setattr(restart_module, "process_running", fake.running)
     monkeypatch.setattr(restart_module.time, "monotonic", fake.monotonic)
     monkeypatch.setattr(restart_module.time, "sleep", fake.sleep)
     return fake
+
+
+@pytest.fixture
+def systemd(host: FakeHost) -> FakeSystemd:
+    """A running worker unit with no second slot."""
+    return FakeSystemd(host, UNIT)
 
 
 def restart(systemd: FakeSystemd, **params: object) -> dict:
@@ -161,6 +234,8 @@ def test_running_worker_gets_sigterm_on_its_main_pid_only_then_a_ready_successor
     assert systemd.systemctl_verbs() == ["restart"]
     assert result == {
         "changed": True,
+        "unit": UNIT,
+        "previous_unit": None,
         "old_pid": 100,
         "new_pid": 101,
         "was_running": True,
@@ -253,7 +328,11 @@ def test_restart_by_systemd_itself_is_not_doubled(systemd) -> None:
 
 def test_plain_start_of_a_unit_waiting_to_auto_restart_would_wait_restart_sec(systemd, monkeypatch) -> None:
     """Why the module restarts a unit in auto-restart: systemd holds a start until RestartSec."""
-    monkeypatch.setattr(restart_module.WorkerRestart, "start", lambda self, _old: self.systemctl_run("start"))
+
+    def plain_start(self, unit, _old):
+        self.systemctl_run(unit, "start")
+
+    monkeypatch.setattr(restart_module.WorkerRestart, "start", plain_start)
     result = restart(systemd)
     assert result["drain_seconds"] == pytest.approx(3.0, abs=0.25)
     assert systemd.now - 1000.0 >= 3.0 + 5.0 + 1.5 - 0.25
@@ -316,3 +395,163 @@ def test_marker_readiness_needs_a_runtime_directory_or_a_path(systemd, monkeypat
     with pytest.raises(restart_module.RestartFailed, match="no RuntimeDirectory"):
         restart(systemd, marker_path=None)
     assert systemd.systemctl_verbs() == [], "a readiness problem must stop the module before it sends anything"
+
+
+# --- two slots: handover ---
+
+
+@pytest.fixture
+def slots(host: FakeHost) -> tuple[FakeSystemd, FakeSystemd]:
+    """An instance with two slots: the first one current (enabled, running), the second stopped."""
+    return FakeSystemd(host, UNIT), FakeSystemd(host, SLOT_B, running=False, enabled=False)
+
+
+def hand_over(host: FakeHost, **params: object) -> dict:
+    module = FakeModule(host.units[UNIT], handover_unit="celery-worker-b@default", **{"strategy": "handover", **params})
+    return restart_module.WorkerRestart(module).run()
+
+
+def commands_on(host: FakeHost, unit: str) -> list[str]:
+    return [" ".join(args[1:-2]) for args in host.commands if args[-1] == unit and args[1] != "show"]
+
+
+def test_handover_starts_the_other_slot_and_stops_the_old_one_only_once_the_new_one_is_ready(host, slots) -> None:
+    a, b = slots
+    a.drain_seconds = 400  # longer than its TimeoutStopSec (5 min): systemd must not kill it either
+    result = hand_over(host, drain_timeout=500.0)
+    assert result == {
+        "changed": True,
+        "unit": SLOT_B,
+        "previous_unit": UNIT,
+        "old_pid": 100,
+        "new_pid": 101,
+        "was_running": True,
+        "signalled": True,
+        "killed": False,
+        "drain_seconds": pytest.approx(400.0, abs=0.5),
+        "ready_seconds": pytest.approx(1.5, abs=0.25),
+    }
+    assert commands_on(host, SLOT_B) == ["start", "enable"]
+    assert commands_on(host, UNIT) == ["stop --no-block", "disable"]
+    order = [args[1:] for args in host.commands if args[1] != "show"]
+    assert order.index(["start", "--", SLOT_B]) < order.index(["stop", "--no-block", "--", UNIT])
+    assert order.index(["daemon-reload"]) < order.index(["start", "--", SLOT_B]), "the drop-in is in before"
+    assert host.signals == [(100, signal.SIGTERM)], "SIGTERM to the old main process only"
+    assert not a.sigkilled, "the drop-in lifts TimeoutStopSec while the old slot drains"
+    assert (a.active_state, a.enabled, b.active_state, b.enabled) == ("inactive", False, "active", True)
+    assert not (host.run_root / restart_module.HANDOVER_DROP_IN.replace("%s", UNIT)).exists()
+    assert [args[1] for args in host.commands].count("daemon-reload") == 2  # drop-in in, drop-in out
+
+
+def test_the_next_handover_goes_back_to_the_first_slot(host, slots) -> None:
+    a, b = slots
+    hand_over(host)
+    result = hand_over(host)
+    assert (result["unit"], result["previous_unit"], result["old_pid"], result["new_pid"]) == (UNIT, SLOT_B, 101, 102)
+    assert (a.active_state, a.enabled, b.active_state, b.enabled) == ("active", True, "inactive", False)
+
+
+def test_a_new_slot_that_never_gets_ready_is_stopped_and_the_old_one_keeps_running_untouched(host, slots) -> None:
+    a, b = slots
+    b.ready_delay = 10_000
+    with pytest.raises(restart_module.RestartFailed) as failure:
+        hand_over(host, ready_timeout=15.0)
+    message = str(failure.value)
+    assert "celery-worker-b@default.service (main pid 101) did not report ready" in message
+    assert "The handover did not happen" in message
+    assert "celery-worker@default.service (main pid 100) keeps running untouched" in message
+    assert commands_on(host, UNIT) == []
+    assert host.signals == [(101, signal.SIGTERM)], "only the new slot is stopped"
+    assert not (host.run_root / restart_module.HANDOVER_DROP_IN.replace("%s", UNIT)).exists()
+    assert (a.main, a.active_state, a.enabled) == (100, "active", True)
+    assert (b.active_state, b.enabled) == ("inactive", False)
+
+
+def test_a_handover_waits_for_an_earlier_old_slot_still_draining(host, slots) -> None:
+    _a, b = slots
+    b.spawn()
+    b.drop_in = True
+    b.begin_stop()  # still draining 3 s from an earlier handover
+    result = hand_over(host)
+    assert result["unit"] == SLOT_B
+    assert result["new_pid"] == 102
+    assert commands_on(host, SLOT_B)[:2] == ["start", "enable"]
+
+
+def test_a_handover_fails_clearly_when_the_earlier_old_slot_drains_past_the_deadline(host, slots) -> None:
+    a, b = slots
+    b.spawn()
+    b.drain_seconds = 600
+    b.drop_in = True
+    b.begin_stop()
+    with pytest.raises(restart_module.RestartFailed) as failure:
+        hand_over(host, drain_timeout=30.0)
+    message = str(failure.value)
+    assert "celery-worker-b@default.service (main pid 101) is still finishing its tasks 30 s after SIGTERM" in message
+    assert "from an earlier handover" in message
+    assert "Nothing was killed" in message
+    assert commands_on(host, UNIT) == []
+    assert commands_on(host, SLOT_B) == []
+    assert (a.main, a.active_state) == (100, "active")
+
+
+def test_both_slots_running_is_refused(host, slots) -> None:
+    _a, b = slots
+    b.spawn()
+    with pytest.raises(restart_module.RestartFailed, match="both slots of the instance run"):
+        hand_over(host)
+    assert host.signals == []
+
+
+def test_kill_after_kills_what_is_left_of_the_old_slot(host, slots) -> None:
+    a, _b = slots
+    a.drain_seconds = 600
+    result = hand_over(host, kill_after=20.0, drain_timeout=30.0)
+    assert result["killed"] is True
+    assert result["drain_seconds"] == pytest.approx(20.0, abs=0.5)
+    assert "kill --kill-whom=all --signal=SIGKILL" in commands_on(host, UNIT)
+
+
+def test_an_old_slot_draining_past_drain_timeout_fails_after_the_handover(host, slots) -> None:
+    a, b = slots
+    a.drain_seconds = 600
+    with pytest.raises(restart_module.RestartFailed) as failure:
+        hand_over(host, drain_timeout=30.0)
+    assert "after the handover to celery-worker-b@default.service" in str(failure.value)
+    assert (b.active_state, b.enabled, a.active_state, a.enabled) == ("active", True, "deactivating", False)
+    assert not a.sigkilled
+
+
+def test_state_started_leaves_the_running_current_slot_alone(host, slots) -> None:
+    result = hand_over(host, state="started")
+    assert (result["changed"], result["unit"], result["old_pid"]) == (False, UNIT, 100)
+    assert [args[1] for args in host.commands if args[1] != "show"] == []
+
+
+def test_state_started_enables_exactly_the_current_slot(host, slots) -> None:
+    a, b = slots
+    a.enabled = False
+    a.stop()
+    result = hand_over(host, state="started")
+    assert (result["changed"], result["unit"], result["new_pid"]) == (True, UNIT, 101)
+    assert (a.active_state, a.enabled, b.enabled) == ("active", True, False)
+
+
+def test_drain_with_two_slots_restarts_the_current_slot_in_place(host, slots) -> None:
+    hand_over(host)
+    result = hand_over(host, strategy="drain")
+    assert (result["unit"], result["previous_unit"], result["old_pid"], result["new_pid"]) == (SLOT_B, None, 101, 102)
+    assert host.units[UNIT].active_state == "inactive"
+
+
+def test_check_mode_handover_reports_a_change_and_sends_nothing(host, slots) -> None:
+    module = FakeModule(host.units[UNIT], check_mode=True, handover_unit=SLOT_B, strategy="handover")
+    result = restart_module.WorkerRestart(module).run()
+    assert (result["changed"], result["unit"], result["previous_unit"]) == (True, SLOT_B, UNIT)
+    assert [args[1] for args in host.commands if args[1] != "show"] == []
+    assert host.signals == []
+
+
+def test_a_marker_path_cannot_serve_two_slots(host, slots) -> None:
+    with pytest.raises(restart_module.RestartFailed, match="each slot has its own readiness marker"):
+        hand_over(host, marker_path="/run/x")
