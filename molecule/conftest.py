@@ -117,12 +117,36 @@ def call_task(host, name: str, args: list | None = None, *, queue: str = "", tim
     instance = "default"  # any instance's environment reaches the broker
     argv = ["/opt/celery/current/bin/python", "-c", SEND_TASK, name, json.dumps(args or []), queue, str(timeout)]
     result = host.run(in_worker_environment(instance, argv))
-    assert result.rc == 0, f"task {name} failed: {result.stderr}\n{journal(host, f'celery-worker@{instance}')}"
+    assert result.rc == 0, f"task {name} failed: {result.stderr}\n{journal(host, current_unit(host, instance))}"
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main_pid(host, unit: str) -> int:
     return int(unit_properties(host, unit, "MainPID")["MainPID"])
+
+
+# An instance's two slots (celery_worker's __celery_worker_slots): unit prefix and node/runtime suffix.
+SLOTS = (("celery-worker@", ""), ("celery-worker-b@", ".b"))
+
+
+def current_slot(host, instance: str) -> tuple[str, str]:
+    """The unit and the readiness marker of the instance's current slot (the one enabled for boot)."""
+    for prefix, suffix in SLOTS:
+        unit = f"{prefix}{instance}.service"
+        if host.run(f"systemctl is-enabled --quiet {unit}").rc == 0:
+            return unit, f"/run/celery/worker-{instance}{suffix}/ready"
+    raise AssertionError(f"no slot of {instance} is enabled")
+
+
+def current_unit(host, instance: str) -> str:
+    return current_slot(host, instance)[0]
+
+
+def current_node(host, instance: str) -> str:
+    """The Celery node name of the instance's current slot."""
+    unit = current_unit(host, instance)
+    suffix = next(suffix for prefix, suffix in SLOTS if unit.startswith(prefix))
+    return f"{instance}{suffix}@{host.check_output('hostname')}"
 
 
 SEND_TASKS = """
@@ -168,5 +192,5 @@ def task_results(host, task_ids: list[str], timeout: float = 60) -> list:
     """Wait for the results of tasks sent earlier."""
     argv = ["/opt/celery/current/bin/python", "-c", WAIT_RESULTS, json.dumps(task_ids), str(timeout)]
     result = host.run(in_worker_environment("default", argv))
-    assert result.rc == 0, f"{result.stderr}\n{journal(host, 'celery-worker@default')}"
+    assert result.rc == 0, f"{result.stderr}\n{journal(host, current_unit(host, 'default'))}"
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -28,7 +28,7 @@ ansible-playbook -i examples/inventory examples/demo-round-trip.yml
 cat <<TEXT
 
 The demo fleet runs: rc-demo-broker (Redis + Flower), rc-demo-worker1, rc-demo-worker2, rc-demo-beat.
-  look around:   docker exec -it rc-demo-worker1 journalctl -u 'celery-worker@*' -f
+  look around:   docker exec -it rc-demo-worker1 journalctl -u 'celery-worker*' -f
   roll a restart: (source scripts/lib.sh && activate_toolchain && ansible-playbook -i examples/inventory playbooks/restart.yml)
   tear it down:  make demo-down
 TEXT

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from conftest import recap, run_playbook, send_tasks, shared_playbook, task_results, unit_properties, wait_for
+from conftest import (
+    current_unit,
+    recap,
+    run_playbook,
+    send_tasks,
+    shared_playbook,
+    task_results,
+    unit_properties,
+    wait_for,
+)
 
 PASSWORD = "Broker-Secret-7f3a-0d2c9e"  # noqa: S105 - the test broker's password
 
@@ -36,7 +45,8 @@ def test_redis_configuration_is_not_world_readable(host) -> None:
 
 
 def test_a_broker_restart_loses_no_queued_task(host) -> None:
-    host.check_output("systemctl stop celery-worker@default.service")
+    worker = current_unit(host, "default")
+    host.check_output(f"systemctl stop {worker}")
     try:
         task_ids = send_tasks(host, [("example.add", [n, n], "") for n in range(25)])
         assert int(redis(host, "-n", "0", "llen", "celery").stdout) == 25
@@ -44,7 +54,7 @@ def test_a_broker_restart_loses_no_queued_task(host) -> None:
         wait_for(lambda: redis(host, "ping").stdout.strip() == "PONG", 30, "Redis back")
         assert int(redis(host, "-n", "0", "llen", "celery").stdout) == 25
     finally:
-        host.check_output("systemctl start celery-worker@default.service")
+        host.check_output(f"systemctl start {worker}")
     results = task_results(host, task_ids, timeout=60)
     assert [result["result"] for result in results] == [2 * n for n in range(25)]
     assert unit_properties(host, "redis-server.service", "ActiveState")["ActiveState"] == "active"

@@ -6,7 +6,7 @@ import hashlib
 import json
 
 import pytest
-from conftest import call_task, celery, journal
+from conftest import call_task, celery, current_node, current_unit, journal
 
 # (instance, app pattern): "default" runs the Django-pattern app (config_from_object), "reports"
 # the app that sets its own settings with conf.update; both set the unsafe values on purpose.
@@ -21,9 +21,9 @@ def hostname(host) -> str:
 
 
 def inspect(host, instance: str, hostname: str, command: str) -> object:
-    node = f"{instance}@{hostname}"
+    node = current_node(host, instance)
     result = celery(host, instance, "inspect", command, "-d", node, "--json", "--timeout", "10")
-    assert result.rc == 0, f"{result.stdout}\n{result.stderr}\n{journal(host, f'celery-worker@{instance}')}"
+    assert result.rc == 0, f"{result.stdout}\n{result.stderr}\n{journal(host, current_unit(host, instance))}"
     return json.loads(result.stdout)[node]
 
 
@@ -55,7 +55,7 @@ def test_role_settings_win_over_the_apps_own(host, hostname: str, instance: str,
         "worker_prefetch_multiplier": 1,
         # The app's other settings still apply: the wrapper overrides, it does not replace.
         "task_track_started": True,
-        "node": f"{instance}@{hostname}",
+        "node": current_node(host, instance),
     }
 
 
@@ -79,7 +79,7 @@ def test_quick_task_round_trip(host) -> None:
 @pytest.mark.parametrize(("queue", "instance"), [("celery", "default"), ("reports", "reports"), ("slow", "reports")])
 def test_tasks_run_on_the_instance_of_their_queue(host, hostname: str, queue: str, instance: str) -> None:
     ran = call_task(host, "example.whoami", queue=queue)
-    assert ran["node"] == f"{instance}@{hostname}"
+    assert ran["node"] == current_node(host, instance)
     assert ran["queue"] == queue
 
 

@@ -9,7 +9,18 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import call_task, journal, main_pid, recap, run_playbook, scenario_file, wait_for
+from conftest import (
+    SLOTS,
+    call_task,
+    current_slot,
+    current_unit,
+    journal,
+    main_pid,
+    recap,
+    run_playbook,
+    scenario_file,
+    wait_for,
+)
 
 INSTANCES = ["default", "reports"]
 
@@ -32,7 +43,7 @@ def current_release(host) -> str:
 
 
 def pids(host) -> dict[str, int]:
-    return {name: main_pid(host, f"celery-worker@{name}") for name in INSTANCES}
+    return {name: main_pid(host, current_unit(host, name)) for name in INSTANCES}
 
 
 def test_new_release_never_leaks_into_running_workers_and_restarts_them_when_asked(host, wheelhouse, tmp_path) -> None:
@@ -64,20 +75,23 @@ def test_new_release_never_leaks_into_running_workers_and_restarts_them_when_ask
     assert ran["file"].startswith(first_release + "/")
 
     # The next restart picks the new release up.
-    host.check_output("systemctl restart celery-worker@default.service")
-    wait_for(lambda: host.file("/run/celery/worker-default/ready").exists, 60, "celery-worker@default ready")
+    unit, marker = current_slot(host, "default")
+    host.check_output(f"systemctl restart {unit}")
+    wait_for(lambda: host.file(marker).exists, 60, f"{unit} ready")
     ran = call_task(host, "example.code_release")
-    assert (ran["version"], ran["file"].startswith(second_release + "/")) == ("2.0.0", True), journal(
-        host, "celery-worker@default"
-    )
+    assert (ran["version"], ran["file"].startswith(second_release + "/")) == ("2.0.0", True), journal(host, unit)
 
-    # Back to the first release (kept, so not rebuilt): the handler restarts every worker.
-    before = pids(host)
+    # Back to the first release (kept, so not rebuilt): the handler hands every instance over to
+    # its other slot (the default restart_strategy), which runs the first release.
+    before, units_before = pids(host), {name: current_unit(host, name) for name in INSTANCES}
     counts = converge(host)
     assert counts["changed"] > 0
     assert current_release(host) == first_release
-    after = pids(host)
+    after, units_after = pids(host), {name: current_unit(host, name) for name in INSTANCES}
     assert all(after[name] != before[name] for name in INSTANCES), f"not restarted: {before} -> {after}"
+    assert all(units_after[name] != units_before[name] for name in INSTANCES), f"no handover: {units_after}"
+    for name in INSTANCES:
+        assert main_pid(host, units_before[name]) == 0, f"the old slot {units_before[name]} still runs"
     assert call_task(host, "example.code_release")["version"] == "1.0.0"
     assert host.file(second_release).exists, "a release inside celery_worker_releases_to_keep was pruned"
 
@@ -102,9 +116,10 @@ def test_removed_instance_is_stopped_disabled_and_cleaned_up(host) -> None:
     assert pids(host) == before, "adding an instance restarted the others"
 
     converge(host, celery_worker_instances=instances)
-    service = host.service("celery-worker@scratch")
-    assert not service.is_running
-    assert not service.is_enabled
+    for prefix, _suffix in SLOTS:
+        service = host.service(f"{prefix}scratch")
+        assert not service.is_running
+        assert not service.is_enabled
     assert not host.file("/etc/celery/worker-instances/scratch.env").exists
     assert not host.file("/var/lib/celery/worker-scratch").exists
     assert pids(host) == before, "removing an instance restarted the others"

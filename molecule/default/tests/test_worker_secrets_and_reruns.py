@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import MANAGED_PATHS, fingerprint, main_pid, recap, run_playbook, scenario_file
+from conftest import MANAGED_PATHS, current_unit, fingerprint, main_pid, recap, run_playbook, scenario_file
 
 SECRET = "Broker-Secret-7f3a-0d2c9e"  # noqa: S105 - the test broker's password, looked for where it must not be
 INSTANCES = ["default", "reports"]
@@ -11,7 +11,7 @@ INSTANCES = ["default", "reports"]
 
 @pytest.fixture
 def main_pids(host) -> dict[str, int]:
-    return {name: main_pid(host, f"celery-worker@{name}") for name in INSTANCES}
+    return {name: main_pid(host, current_unit(host, name)) for name in INSTANCES}
 
 
 def test_secret_is_in_the_environment_file_only(host) -> None:
@@ -32,7 +32,7 @@ def test_verbose_rerun_shows_no_secret_changes_nothing_and_restarts_nothing(host
     assert result.returncode == 0, result.stdout[-5000:]
     assert SECRET not in result.stdout + result.stderr
     assert recap(result, host.backend.get_hostname())["changed"] == 0, result.stdout[-5000:]
-    assert {name: main_pid(host, f"celery-worker@{name}") for name in INSTANCES} == main_pids
+    assert {name: main_pid(host, current_unit(host, name)) for name in INSTANCES} == main_pids
 
 
 def test_check_mode_changes_nothing_and_restarts_nothing(host, main_pids) -> None:
@@ -42,7 +42,7 @@ def test_check_mode_changes_nothing_and_restarts_nothing(host, main_pids) -> Non
     assert SECRET not in result.stdout + result.stderr
     assert recap(result, host.backend.get_hostname())["changed"] > 0, "check mode should report the pending change"
     assert host.file("/etc/celery/worker-settings.json").content_string == settings_before
-    assert {name: main_pid(host, f"celery-worker@{name}") for name in INSTANCES} == main_pids
+    assert {name: main_pid(host, current_unit(host, name)) for name in INSTANCES} == main_pids
 
     result = run_playbook(scenario_file("converge.yml"), "--check")
     assert result.returncode == 0, result.stdout[-5000:]
@@ -71,7 +71,7 @@ def test_check_mode_of_a_first_install_changes_nothing(host, main_pids) -> None:
     for path in ("/opt/celery-check", "/etc/celery-check", "/var/lib/celery-check"):
         assert not host.file(path).exists, f"check mode created {path}"
     assert not host.user("celery-check").exists
-    assert {name: main_pid(host, f"celery-worker@{name}") for name in INSTANCES} == main_pids
+    assert {name: main_pid(host, current_unit(host, name)) for name in INSTANCES} == main_pids
 
 
 FIRST_INSTALLS = {
@@ -106,4 +106,4 @@ def test_check_mode_of_a_first_beat_or_flower_install_changes_nothing(host, main
     assert fingerprint(host, MANAGED_PATHS + " /opt") == before
     for path in paths:
         assert not host.file(path).exists, f"check mode created {path}"
-    assert {name: main_pid(host, f"celery-worker@{name}") for name in INSTANCES} == main_pids
+    assert {name: main_pid(host, current_unit(host, name)) for name in INSTANCES} == main_pids

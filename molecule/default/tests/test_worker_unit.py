@@ -6,14 +6,18 @@ import json
 import re
 
 import pytest
-from conftest import journal, main_pid, unit_properties
+from conftest import SLOTS, current_slot, journal, main_pid, unit_properties
 
 INSTANCES = ["default", "reports"]
 
 
+def slot_suffix(unit: str) -> str:
+    return next(suffix for prefix, suffix in SLOTS if unit.startswith(prefix))
+
+
 @pytest.mark.parametrize("instance", INSTANCES)
 def test_unit_properties(host, instance: str) -> None:
-    unit = f"celery-worker@{instance}.service"
+    unit, _marker = current_slot(host, instance)
     expected = {
         "Type": "simple",
         "KillMode": "mixed",
@@ -32,7 +36,7 @@ def test_unit_properties(host, instance: str) -> None:
         "CapabilityBoundingSet": "",
         "UMask": "0027",
         "StateDirectory": f"celery/worker-{instance}",
-        "RuntimeDirectory": f"celery/worker-{instance}",
+        "RuntimeDirectory": f"celery/worker-{instance}{slot_suffix(unit)}",
         "ActiveState": "active",
         "SubState": "running",
         "UnitFileState": "enabled",
@@ -42,31 +46,46 @@ def test_unit_properties(host, instance: str) -> None:
 
 
 @pytest.mark.parametrize("instance", INSTANCES)
+def test_exactly_one_slot_runs_and_is_enabled_for_boot(host, instance: str) -> None:
+    current, _marker = current_slot(host, instance)
+    for prefix, _suffix in SLOTS:
+        unit = f"{prefix}{instance}.service"
+        state = unit_properties(host, unit, "ActiveState", "UnitFileState")
+        expected = ("active", "enabled") if unit == current else ("inactive", "disabled")
+        assert (state["ActiveState"], state["UnitFileState"]) == expected, unit
+
+
+@pytest.mark.parametrize("instance", INSTANCES)
 def test_main_pid_is_the_celery_worker_itself_from_its_release(host, instance: str) -> None:
-    unit = f"celery-worker@{instance}.service"
+    unit, _marker = current_slot(host, instance)
+    suffix = slot_suffix(unit)
     pid = main_pid(host, unit)
     argv = host.file(f"/proc/{pid}/cmdline").content_string.split("\0")
     assert re.fullmatch(r"/opt/celery/releases/[0-9a-f]{16}/bin/python3?", argv[0]), argv
     assert re.fullmatch(r"/opt/celery/releases/[0-9a-f]{16}/bin/celery", argv[1]), argv
     assert argv[2:5] == ["-A", "reliable_celery_app", "worker"], argv
-    assert f"--hostname={instance}@%h" in argv
-    assert f"--statedb=/var/lib/celery/worker-{instance}/worker.state" in argv
+    assert f"--hostname={instance}{suffix}@%h" in argv
+    assert f"--statedb=/var/lib/celery/worker-{instance}/worker{suffix}.state" in argv
     assert host.check_output(f"readlink -f /proc/{pid}/exe").startswith("/usr/bin/python3")
 
 
 @pytest.mark.parametrize("instance", INSTANCES)
 def test_readiness_marker_names_the_main_pid(host, instance: str) -> None:
-    marker = host.file(f"/run/celery/worker-{instance}/ready")
-    assert marker.exists, journal(host, f"celery-worker@{instance}")
+    unit, marker_path = current_slot(host, instance)
+    marker = host.file(marker_path)
+    assert marker.exists, journal(host, unit)
+    runtime_directory = host.file(marker_path.rsplit("/", 1)[0])
+    assert (runtime_directory.user, runtime_directory.group, runtime_directory.mode) == ("celery", "celery", 0o750)
     hostname = host.check_output("hostname")
-    assert f'"pid": {main_pid(host, f"celery-worker@{instance}")},' in marker.content_string
-    assert f'"node": "{instance}@{hostname}"' in marker.content_string
+    assert f'"pid": {main_pid(host, unit)},' in marker.content_string
+    assert f'"node": "{instance}{slot_suffix(unit)}@{hostname}"' in marker.content_string
 
 
-def test_unit_scores_low_exposure(host) -> None:
-    output = host.check_output("systemd-analyze security --no-pager celery-worker@default.service")
+@pytest.mark.parametrize("prefix", [prefix for prefix, _suffix in SLOTS])
+def test_unit_scores_low_exposure(host, prefix: str) -> None:
+    output = host.check_output(f"systemd-analyze security --no-pager {prefix}default.service")
     exposure = float(re.search(r"Overall exposure level for \S+: (\d+\.\d+)", output).group(1))
-    print(f"systemd-analyze security celery-worker@default.service: {exposure}")
+    print(f"systemd-analyze security {prefix}default.service: {exposure}")
     assert exposure <= 2.0, output
 
 
@@ -89,10 +108,10 @@ def test_service_user(host) -> None:
         ("/etc/celery/worker-instances/default.env", "root", "celery", 0o640),
         ("/etc/celery/worker-instances/reports.env", "root", "celery", 0o640),
         ("/etc/systemd/system/celery-worker@.service", "root", "root", 0o644),
+        ("/etc/systemd/system/celery-worker-b@.service", "root", "root", 0o644),
         ("/opt/celery/releases", "root", "root", 0o755),
         ("/var/lib/celery", "celery", "celery", 0o750),
         ("/var/lib/celery/worker-default", "celery", "celery", 0o750),
-        ("/run/celery/worker-default", "celery", "celery", 0o750),
     ],
 )
 def test_owner_and_mode(host, path: str, owner: str, group: str, mode: int) -> None:

@@ -20,12 +20,21 @@ from pathlib import Path
 
 import pytest
 import testinfra
-from conftest import main_pid, run_playbook, scenario_file, send_tasks, task_events, wait_for
+from conftest import (
+    current_slot,
+    current_unit,
+    main_pid,
+    run_playbook,
+    scenario_file,
+    send_tasks,
+    task_events,
+    wait_for,
+)
 
 BROKER_KIND = os.environ["CHAOS_BROKER"]
 PREFIX = f"rc-chaos-{BROKER_KIND}"
 BROKER, WORKERS = f"{PREFIX}-broker", [f"{PREFIX}-worker1", f"{PREFIX}-worker2"]
-UNIT = "celery-worker@default.service"
+INSTANCE = "default"  # one per worker host; it restarts with the default strategy (handover)
 TASKS = int(os.environ.get("CHAOS_TASKS", "200"))
 ROUNDS = int(os.environ.get("CHAOS_ROUNDS", "1"))
 SEED = int(os.environ.get("CHAOS_SEED", str(int(time.time()))))
@@ -84,8 +93,9 @@ class Fleet:
 
     def wait_worker_ready(self, name: str) -> None:
         host = self.workers[name]
-        wait_for(lambda: host.run(f"systemctl is-active {UNIT}").stdout.strip() == "active", 180, f"{UNIT} on {name}")
-        wait_for(lambda: host.run("test -s /run/celery/worker-default/ready").rc == 0, 120, f"{name} ready")
+        unit, marker = current_slot(host, INSTANCE)
+        wait_for(lambda: host.run(f"systemctl is-active {unit}").stdout.strip() == "active", 180, f"{unit} on {name}")
+        wait_for(lambda: host.run(f"test -s {marker}").rc == 0, 120, f"{unit} on {name} ready")
 
     # --- the faults ---
 
@@ -103,13 +113,13 @@ class Fleet:
         assert result.returncode == 0, result.stdout[-4000:]
 
     def kill_main(self, name: str, fault: Fault) -> None:
-        fault.pid = main_pid(self.workers[name], UNIT)
+        fault.pid = main_pid(self.workers[name], current_unit(self.workers[name], INSTANCE))
         self.sigkill(name, fault)
         self.wait_worker_ready(name)
 
     def kill_child(self, name: str, fault: Fault) -> None:
         host = self.workers[name]
-        children = host.check_output(f"pgrep -P {main_pid(host, UNIT)}").split()
+        children = host.check_output(f"pgrep -P {main_pid(host, current_unit(host, INSTANCE))}").split()
         fault.pid = int(random.Random(SEED + len(children)).choice(children))  # noqa: S311 - not for secrets
         self.sigkill(name, fault)
 

@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 import testinfra
 from conftest import (
+    current_node,
+    current_unit,
     fingerprint,
     journal,
+    main_pid,
     recap,
     run_playbook,
     scenario_file,
@@ -53,7 +56,7 @@ def test_tasks_routed_to_a_queue_run_only_on_the_hosts_consuming_it(fleet) -> No
     shared = send_tasks(worker1, [("example.whoami", [], "celery")] * 16)
     report_nodes = {result["node"] for result in task_results(worker1, reports)}
     shared_hosts = {result["hostname"] for result in task_results(worker1, shared)}
-    assert report_nodes == {f"reports@{WORKER2}"}
+    assert report_nodes == {current_node(fleet[WORKER2], "reports")}
     assert shared_hosts <= {WORKER1, WORKER2}, shared_hosts
     assert len(shared_hosts) == 2, f"the queue celery is consumed on both worker hosts, got {shared_hosts}"
 
@@ -140,7 +143,7 @@ with socket.create_connection((sys.argv[1], 6379), timeout=5) as connection:
 
 
 def running_workers(host) -> str:
-    units = "systemctl list-units --plain --no-legend --state=running 'celery-worker@*'"
+    units = "systemctl list-units --plain --no-legend --state=running 'celery-worker@*' 'celery-worker-b@*'"
     return host.check_output(f"{units} | cut -d' ' -f1")
 
 
@@ -180,20 +183,26 @@ def test_the_roles_converge_when_included_from_another_playbook(fleet) -> None:
 
 
 def test_restart_playbook_rolls_every_worker_host_by_host(fleet) -> None:
-    units = [(WORKER1, "celery-worker@default.service"), (WORKER2, "celery-worker@default.service"),
-             (WORKER2, "celery-worker@reports.service")]  # fmt: skip
+    instances = [(WORKER1, "default"), (WORKER2, "default"), (WORKER2, "reports")]
 
-    def started(name: str, unit: str) -> tuple[int, int]:
+    def started(name: str, instance: str) -> tuple[str, int, int]:
+        unit = current_unit(fleet[name], instance)
         properties = unit_properties(fleet[name], unit, "MainPID", "ExecMainStartTimestampMonotonic")
-        return int(properties["MainPID"]), int(properties["ExecMainStartTimestampMonotonic"])
+        return unit, int(properties["MainPID"]), int(properties["ExecMainStartTimestampMonotonic"])
 
-    before = [started(name, unit) for name, unit in units]
+    before = [started(name, instance) for name, instance in instances]
     result = run_playbook(Path(__file__).parents[3] / "playbooks" / "restart.yml")
     assert result.returncode == 0, result.stdout[-5000:]
-    after = [started(name, unit) for name, unit in units]
-    assert all(new_pid != old_pid for (old_pid, _), (new_pid, _) in zip(before, after)), (before, after)
+    after = [started(name, instance) for name, instance in instances]
+    assert all(new[1] != old[1] for old, new in zip(before, after)), (before, after)
+    # default hands over to its other slot (the default restart_strategy); reports drains in place.
+    moved = [new[0] != old[0] for old, new in zip(before, after)]
+    assert moved == [True, True, False], (before, after)
+    for (name, _instance), (old_unit, _pid, _start), (new_unit, _, _) in zip(instances, before, after):
+        if old_unit != new_unit:
+            assert main_pid(fleet[name], old_unit) == 0, f"{old_unit} on {name} still runs"
     # The test hosts share one kernel, so their monotonic clocks compare: one at a time, in order.
-    start_times = [start for _, start in after]
+    start_times = [start for _, _, start in after]
     assert start_times == sorted(start_times), after
     [result] = task_results(fleet[WORKER1], send_tasks(fleet[WORKER1], [("example.add", [1, 2], "celery")]))
     assert result["result"] == 3

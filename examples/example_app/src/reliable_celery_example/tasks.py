@@ -29,7 +29,7 @@ if os.environ.get("EXAMPLE_TASK_EVENTS") == "1" and os.environ.get("STATE_DIRECT
 
     @task_prerun.connect(weak=False)
     def _record_start(task_id=None, task=None, **_kwargs) -> None:
-        _record_event("start", task_id, task.name)
+        _record_event("start", task_id, task.name, node=task.request.hostname)
 
     @task_postrun.connect(weak=False)
     def _record_end(task_id=None, task=None, state=None, **_kwargs) -> None:
