@@ -13,7 +13,7 @@ help:
 	@echo "make molecule   only the molecule scenarios (SCENARIO=name for one)"
 	@echo "make chaos      the full chaos run: 1000 tasks, every fault 3 times, on Redis and RabbitMQ"
 	@echo "make lint       yamllint, ansible-lint (production profile), ruff, changelog fragments"
-	@echo "make benchmark  restart gaps, redelivery after SIGKILL, site.yml times (docs/benchmarks.md)"
+	@echo "make benchmark  restart gaps, redelivery after SIGKILL, site.yml times (docs/benchmarks.md; PARTS=restart or stack)"
 	@echo "make clean      remove this checkout's .cache (the shared venv and image stay)"
 
 demo: setup
@@ -71,7 +71,7 @@ chaos: setup
 
 # Not part of `make test`: a report, not an assertion.
 benchmark: setup
-	@scripts/benchmark.sh
+	@scripts/benchmark.sh $(PARTS)
 
 clean:
 	rm -rf .cache

@@ -26,7 +26,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from statistics import median
 
-from restart_gap import UNIT, events, measure, on_host, restart_with_module, send, wait
+from restart_gap import (
+    current_unit,
+    events,
+    measure,
+    on_host,
+    restart_with_handover,
+    restart_with_module,
+    send,
+    wait,
+)
 
 BROKERS = ("redis", "rabbitmq")
 OFFICIAL_UNIT = "celery-official.service"
@@ -77,7 +86,7 @@ def timed_converge(broker: str) -> dict[str, float]:
     return {"seconds": round(time.monotonic() - started, 1), "changed": changed}
 
 
-def main_pid(host: str, unit: str = UNIT) -> int:
+def main_pid(host: str, unit: str) -> int:
     return int(on_host(host, ["systemctl", "show", "-p", "MainPID", "--value", unit]).strip())
 
 
@@ -85,26 +94,39 @@ def restart_gaps(broker: str, long_seconds: float, short_tasks: int, short_secon
     """One worker consumes (the other host's is stopped), so the gap is the fleet's gap."""
     worker, other = hosts(broker)
     load = (long_seconds, short_tasks, short_seconds)
-    on_host(other, ["systemctl", "stop", UNIT])
+    other_unit = current_unit(other)
+    on_host(other, ["systemctl", "stop", other_unit])
     try:
-        rows = {"module": measure(worker, restart_with_module, *load)}
-        on_host(worker, ["systemctl", "stop", UNIT])
+        ours = current_unit(worker)
+        on_host(worker, ["systemctl", "stop", ours])
         on_host(worker, ["sh", "-c", f"cat > /etc/systemd/system/{OFFICIAL_UNIT}"], input=OFFICIAL_UNIT_TEXT)
         on_host(worker, ["systemctl", "daemon-reload"])
         on_host(worker, ["systemctl", "start", OFFICIAL_UNIT])
-        rows["official"] = measure(worker, restart_with_systemctl_official, *load)
+        rows = {"official": measure(worker, restart_with_systemctl_official, *load)}
+        remove_official_unit(worker)
+        on_host(worker, ["systemctl", "start", ours])
+        rows["drain"] = measure(worker, restart_with_module, *load)
+        rows["handover"] = measure(worker, restart_with_handover, *load)
     finally:
-        on_host(worker, ["sh", "-c", f"systemctl stop {OFFICIAL_UNIT}; rm -f /etc/systemd/system/{OFFICIAL_UNIT}"])
-        on_host(worker, ["systemctl", "daemon-reload"])
-        for host in (worker, other):
-            on_host(host, ["systemctl", "start", UNIT])
+        remove_official_unit(worker)
+        on_host(worker, ["systemctl", "start", current_unit(worker)])
+        on_host(other, ["systemctl", "start", other_unit])
     return rows
+
+
+def remove_official_unit(host: str) -> None:
+    on_host(host, ["sh", "-c", f"systemctl stop {OFFICIAL_UNIT}; rm -f /etc/systemd/system/{OFFICIAL_UNIT}"])
+    on_host(host, ["systemctl", "daemon-reload"])
 
 
 def restart_with_systemctl_official(host: str) -> dict[str, float]:
     started = time.monotonic()
     on_host(host, ["systemctl", "restart", OFFICIAL_UNIT])
     return {"drain_seconds": round(time.monotonic() - started, 3)}
+
+
+def wait_active(host: str, unit: str) -> None:
+    wait(lambda: on_host(host, ["systemctl", "is-active", unit], check=False).strip() == "active", 120, unit)
 
 
 def redelivery_after_kill_main(broker: str, task_seconds: float) -> float:
@@ -115,14 +137,15 @@ def redelivery_after_kill_main(broker: str, task_seconds: float) -> float:
         return [e for host in workers for e in events(host) if e["id"] == task_id and e["event"] == "start"]
 
     for host in workers:
-        wait(lambda host=host: on_host(host, ["systemctl", "is-active", UNIT]).strip() == "active", 120, "workers")
+        wait_active(host, current_unit(host))
     time.sleep(5)  # both ready and consuming
     (task_id,) = send(workers[0], [("example.sleep", [task_seconds])])
     victim = wait(lambda: starts(task_id), 60, "the task to start")[0]["hostname"]
-    pid = main_pid(victim)
+    unit = current_unit(victim)
+    pid = main_pid(victim, unit)
     struck = float(on_host(victim, ["sh", "-c", f"kill -KILL {pid} && date +%s.%N"]))
     again = wait(lambda: [s["t"] for s in starts(task_id) if s["t"] > struck], 300, "the task to start again")
-    wait(lambda: main_pid(victim) not in (0, pid), 120, "systemd to restart the killed worker")
+    wait(lambda: main_pid(victim, unit) not in (0, pid), 120, "systemd to restart the killed worker")
     return round(min(again) - struck, 2)
 
 
@@ -158,14 +181,14 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
     ]
     labels = {
         "official": "`systemctl restart`, unit as in Celery's guide (multi, Type=forking)",
-        "module": "`celery_worker_restart` (drain), the collection's unit",
+        "drain": "`celery_worker_restart` strategy drain, the collection's unit",
+        "handover": "`celery_worker_restart` strategy handover (the default), the collection's units",
     }
     for result in results:
-        for method in ("official", "module"):
+        for method, label in labels.items():
             row = result["gaps"][method]
             lines.append(
-                f"| {names[result['broker']]} | {labels[method]} | {row['gap_seconds']} | {row['lost']} |"
-                f" {row['ran_twice']} |"
+                f"| {names[result['broker']]} | {label} | {row['gap_seconds']} | {row['lost']} | {row['ran_twice']} |"
             )
     lines += [
         "",
