@@ -425,19 +425,24 @@ class WorkerRestart:
         self.wait_stopped(unit, timeout, "from an earlier handover; it must finish before the next handover")
         self.set_drop_in(unit, present=False)
 
+    def kill_if_due(self, unit, elapsed, timeout):
+        """SIGKILL what is left of the unit once kill_after has passed (only if set); the new deadline."""
+        kill_after = self.params["kill_after"]
+        if kill_after is None or elapsed < kill_after or self.result["killed"]:
+            return timeout
+        self.systemctl_run(unit, "kill", "--kill-whom=all", "--signal=SIGKILL")
+        self.result["killed"] = True
+        return max(timeout, elapsed + KILL_GRACE_SECONDS)
+
     def wait_stopped(self, unit, timeout, why):
         """Wait for a stopping slot to finish its tasks; SIGKILL it only past kill_after."""
-        kill_after = self.params["kill_after"]
         started = time.monotonic()
         while True:
             properties = self.properties(unit)
             if properties.get("ActiveState") in ("inactive", "failed"):
                 break
             elapsed = time.monotonic() - started
-            if kill_after is not None and elapsed >= kill_after and not self.result["killed"]:
-                self.systemctl_run(unit, "kill", "--kill-whom=all", "--signal=SIGKILL")
-                self.result["killed"] = True
-                timeout = max(timeout, elapsed + KILL_GRACE_SECONDS)
+            timeout = self.kill_if_due(unit, elapsed, timeout)
             if elapsed >= timeout:
                 raise RestartFailed(
                     "%s (main pid %s) is still finishing its tasks %.0f s after SIGTERM, %s (drain_timeout=%s). "
@@ -477,7 +482,6 @@ class WorkerRestart:
     def drain(self, unit, pid, properties):
         """SIGTERM to the main process only (unless it is already being stopped), then wait for it."""
         timeout = self.drain_timeout(unit, properties)
-        kill_after = self.params["kill_after"]
         started = time.monotonic()
         if properties.get("ActiveState") in RUNNING_STATES:
             try:
@@ -487,10 +491,7 @@ class WorkerRestart:
                 pass  # it exited on its own meanwhile
         while process_running(pid):
             elapsed = time.monotonic() - started
-            if kill_after is not None and elapsed >= kill_after and not self.result["killed"]:
-                self.systemctl_run(unit, "kill", "--kill-whom=all", "--signal=SIGKILL")
-                self.result["killed"] = True
-                timeout = max(timeout, elapsed + KILL_GRACE_SECONDS)
+            timeout = self.kill_if_due(unit, elapsed, timeout)
             if elapsed >= timeout:
                 raise RestartFailed(
                     "%s (main pid %d) is still finishing its tasks %.0f s after SIGTERM (drain_timeout=%s). "
