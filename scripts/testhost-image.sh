@@ -50,6 +50,24 @@ fi
 for unit in "${MASKED_UNITS[@]}"; do
   ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
 done
+# systemd makes / a shared mount at boot on a real host, but skips it in a container. Credential
+# set-up (LoadCredential=) mounts a ramfs in a helper's own mount namespace and relies on /run
+# propagating it back to PID 1: with docker's private /run the service gets an empty directory.
+# Within the container's own mount namespace; the host's mounts are untouched.
+cat >"$rootfs/etc/systemd/system/testhost-rshared-root.service" <<'UNIT'
+[Unit]
+Description=Make / a shared mount, as systemd does on a real host (LoadCredential= needs it)
+DefaultDependencies=no
+ConditionVirtualization=container
+Before=local-fs-pre.target sysinit.target systemd-sysusers.service systemd-tmpfiles-setup.service systemd-tmpfiles-setup-dev.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/mount --make-rshared /
+UNIT
+mkdir -p "$rootfs/etc/systemd/system/sysinit.target.wants"
+ln -sf ../testhost-rshared-root.service "$rootfs/etc/systemd/system/sysinit.target.wants/testhost-rshared-root.service"
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb
 # An empty list dir dated now looks fresh to apt's cache_valid_time ("No package matching").
 touch -d @0 "$rootfs/var/lib/apt/lists"

@@ -68,3 +68,31 @@ def test_systemd_analyze_security_scores_units(host) -> None:
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
     assert match, result.stdout
     assert 0.0 < float(match.group(1)) <= 10.0
+
+
+CREDENTIAL_UNIT = """[Service]
+Type=oneshot
+User=nobody
+LoadCredential=secret:/root/credential-probe-secret
+ProtectSystem=strict
+PrivateTmp=true
+NoNewPrivileges=true
+ExecStart=/bin/sh -c 'head -c1 "$CREDENTIALS_DIRECTORY/secret" > /dev/null && echo delivered'
+"""
+
+
+def test_load_credential_delivers_a_root_only_file_to_the_service_user_alone(host) -> None:
+    """As on a real host: the image makes / a shared mount, which systemd's credential set-up needs."""
+    secret = "credential-probe-value"  # noqa: S105 - a test value
+    unit = "credential-probe.service"
+    host.check_output(f"umask 077 && printf %s {secret} > /root/credential-probe-secret")
+    host.check_output(f"cat > /etc/systemd/system/{unit} <<'EOF'\n{CREDENTIAL_UNIT}EOF\nsystemctl daemon-reload")
+    try:
+        result = host.run(f"systemctl start {unit}")
+        output = journal(host, unit)
+        assert result.rc == 0, output
+        assert "delivered" in output, output
+        assert secret not in output
+        assert host.run(f"systemctl show -p Environment {unit}").stdout.strip() == "Environment="
+    finally:
+        host.run(f"rm -f /etc/systemd/system/{unit} /root/credential-probe-secret && systemctl daemon-reload")
