@@ -116,6 +116,19 @@ except urllib.error.HTTPError as error:
 """
 
 
+def test_site_refuses_workers_whose_tasks_outlast_the_brokers_consumer_timeout(fleet) -> None:
+    """One number for the stack: a worker's own longer max task, on RabbitMQ, stops the run
+    before any host changes."""
+    before = {name: fingerprint(host, SITE_PATHS) for name, host in fleet.items()}
+    site = Path(__file__).parents[3] / "playbooks" / "site.yml"
+    result = run_playbook(site, extra_vars={"celery_broker_type": "rabbitmq", "celery_worker_max_task_seconds": 3600})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert "longer than the consumer_timeout of the broker" in " ".join(output.split()), output[-3000:]
+    assert "PLAY [Broker]" not in result.stdout, "the run went on after the refusal"
+    assert {name: fingerprint(host, SITE_PATHS) for name, host in fleet.items()} == before
+
+
 @pytest.mark.parametrize(("client", "address"), [(BROKER, "127.0.0.1"), (BEAT, BROKER)])
 def test_flower_answers_with_auth_and_refuses_without(fleet, client: str, address: str) -> None:
     url = f"http://{address}:5555/flower/api/workers"

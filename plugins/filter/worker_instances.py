@@ -1,0 +1,178 @@
+# Copyright: reliable.celery maintainers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The worker_instances filter: celery_worker_instances checked, completed and turned into options."""
+
+from __future__ import annotations
+
+import re
+
+from ansible.errors import AnsibleFilterError
+
+APP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_QUEUE = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_AUTOSCALE = re.compile(r"^([1-9][0-9]*),([0-9]+)$")
+POOLS = ("prefork", "threads", "solo", "gevent", "eventlet")
+LOGLEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+STRATEGIES = ("drain", "handover")
+_KEYS = {
+    "name", "app", "queues", "pool", "concurrency", "autoscale", "max_tasks_per_child",
+    "max_memory_per_child", "loglevel", "extra_args", "environment", "restart_strategy",
+}  # fmt: skip
+
+# `celery worker` options the role sets itself (or that would start a second beat, detach from
+# systemd, or change the node's identity), long and short. Short options that take a value end a
+# cluster of short flags (`-Ec4` is -E, then -c with 4).
+MANAGED_LONG = {
+    "--app", "--broker", "--result-backend", "--config", "--workdir", "--hostname", "--statedb",
+    "--pool", "--concurrency", "--autoscale", "--queues", "--loglevel", "--logfile", "--pidfile",
+    "--detach", "--beat", "--schedule", "--scheduler", "--uid", "--gid", "--max-tasks-per-child",
+    "--max-memory-per-child",
+}  # fmt: skip
+MANAGED_SHORT = set("AbnSPcQlfDBs")
+_SHORT_WITH_VALUE = set("AbnSPcQlfsOXIe")
+
+
+def managed_option(argument):
+    """The managed option ARGUMENT sets (``-c7`` -> ``-c``), or None."""
+    if argument.startswith("--"):
+        name = argument.split("=", 1)[0]
+        return name if name in MANAGED_LONG else None
+    if argument.startswith("-") and len(argument) > 1:
+        for letter in argument[1:]:
+            if letter in MANAGED_SHORT:
+                return "-" + letter
+            if letter in _SHORT_WITH_VALUE:
+                return None
+    return None
+
+
+def worker_options(instance):
+    """The ``celery worker`` options of one completed instance, in a stable order."""
+    options = ["--queues=" + ",".join(instance["queues"]), "--pool=" + instance["pool"]]
+    options.append("--loglevel=" + instance["loglevel"])
+    for key in ("concurrency", "autoscale", "max_tasks_per_child", "max_memory_per_child"):
+        if instance.get(key) is not None:
+            options.append("--%s=%s" % (key.replace("_", "-"), instance[key]))
+    return options + instance["extra_args"]
+
+
+def worker_instances(instances, app, restart_strategy="handover"):
+    """INSTANCES with their defaults, each value of the type its argument spec says, and ``options``.
+
+    Values come as the argument spec would convert them: a name given as a number is its
+    string, a queue list given as a string is split at commas, numbers may be strings of digits.
+    Every error names the instance and the field, and what is allowed; never an environment value.
+    """
+    if not isinstance(instances, list) or not instances:
+        raise AnsibleFilterError("celery_worker_instances must be a non-empty list of instances (mappings)")
+    completed = [_instance(index, entry, app, restart_strategy) for index, entry in enumerate(instances)]
+    names = [instance["name"] for instance in completed]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise AnsibleFilterError(f"celery_worker_instances: instance names must be unique; repeated: {duplicates}")
+    return completed
+
+
+def _instance(index, entry, app, restart_strategy):
+    name = _name(index, entry)
+    where = f"celery_worker_instances entry {name!r}"
+
+    def fail(field, allowed):
+        raise AnsibleFilterError(f"{where}: {field} {allowed}, got {entry.get(field)!r}")
+
+    unknown = sorted(set(entry) - _KEYS)
+    if unknown:
+        raise AnsibleFilterError(f"{where}: unknown keys {unknown}; allowed: {sorted(_KEYS)}")
+    instance = {
+        "name": name,
+        "app": entry.get("app", app),
+        "queues": entry.get("queues", ["celery"]),
+        "pool": entry.get("pool", "prefork"),
+        "loglevel": entry.get("loglevel", "INFO"),
+        "extra_args": entry.get("extra_args", []),
+        "environment": entry.get("environment", {}),
+        "restart_strategy": entry.get("restart_strategy", restart_strategy),
+    }
+    if isinstance(instance["queues"], str):
+        instance["queues"] = [queue.strip() for queue in instance["queues"].split(",")]
+    _check_choices(instance, entry, fail)
+    _add_pool_size(instance, entry, fail)
+    _check_extra_args(instance["extra_args"], where, fail)
+    if not isinstance(instance["environment"], dict):
+        fail("environment", "must be a mapping of variable names to values")
+    instance["options"] = worker_options(instance)
+    return instance
+
+
+def _name(index, entry):
+    if not isinstance(entry, dict):
+        raise AnsibleFilterError(f"celery_worker_instances[{index}] must be a mapping with at least a name")
+    name = entry.get("name")
+    if isinstance(name, int) and not isinstance(name, bool):
+        name = str(name)
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise AnsibleFilterError(
+            f"celery_worker_instances[{index}].name must be 1-64 letters, digits, '_' and '-' starting with a "
+            f"letter or digit, got {name!r}"
+        )
+    return name
+
+
+def _check_choices(instance, entry, fail):
+    if not isinstance(instance["app"], str) or not APP.match(instance["app"]):
+        if "app" in entry:
+            fail("app", "must be PACKAGE.MODULE:ATTRIBUTE (for example proj.celery:app)")
+        raise AnsibleFilterError(
+            f"celery_worker_app must be PACKAGE.MODULE:ATTRIBUTE (for example proj.celery:app), got {instance['app']!r}"
+        )
+    queues = instance["queues"]
+    if not isinstance(queues, list) or not queues or not all(isinstance(q, str) and _QUEUE.match(q) for q in queues):
+        fail("queues", "must be a non-empty list of queue names (letters, digits, '_', '.', ':', '-')")
+    for field, choices in (("pool", POOLS), ("loglevel", LOGLEVELS), ("restart_strategy", STRATEGIES)):
+        if instance[field] not in choices:
+            fail(field, f"must be one of {', '.join(choices)}")
+
+
+def _add_pool_size(instance, entry, fail):
+    for field in ("concurrency", "max_tasks_per_child", "max_memory_per_child"):
+        if entry.get(field) is not None:
+            instance[field] = _positive(entry[field], lambda field=field: fail(field, "must be a whole number > 0"))
+    autoscale = entry.get("autoscale")
+    if autoscale is None:
+        return
+    match = _AUTOSCALE.match(str(autoscale))
+    if instance["pool"] != "prefork" or not match or int(match.group(1)) < int(match.group(2)):
+        fail("autoscale", "must be 'MAX,MIN' with MAX >= MIN >= 0, with the prefork pool only")
+    if "concurrency" in instance:
+        fail("autoscale", "cannot be set together with concurrency")
+    instance["autoscale"] = str(autoscale)
+
+
+def _check_extra_args(extra_args, where, fail):
+    if not isinstance(extra_args, list) or not all(
+        isinstance(arg, str) and arg and not re.search(r"\s", arg) for arg in extra_args
+    ):
+        fail("extra_args", "must be a list of arguments without whitespace")
+    managed = [option for option in map(managed_option, extra_args) if option]
+    if managed:
+        raise AnsibleFilterError(
+            f"{where}: extra_args may not set {', '.join(managed)}: the role manages the app, broker, node name, "
+            f"state db, pool, concurrency, queues, log level and file, pid file, detach, beat and user "
+            f"({', '.join(sorted(MANAGED_LONG))} and their short forms)"
+        )
+
+
+def _positive(value, fail):
+    if isinstance(value, bool):
+        fail()
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or value < 1:
+        fail()
+    return value
+
+
+class FilterModule:
+    def filters(self):
+        return {"worker_instances": worker_instances}

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import pytest
+from ansible.errors import AnsibleFilterError
+from ansible_collections.reliable.celery.plugins.filter.celery_url import celery_url
+from kombu.utils.url import url_to_parts
+
+SECRET = "s3cr3t-Pa55word"  # noqa: S105 - a test value
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://:{SECRET}@broker:6379/0",
+        f"rediss://default:{SECRET}@10.0.0.5:6380/2?ssl_cert_reqs=required",
+        f"amqp://celery:{SECRET}@rabbit:5672/celery",
+        f"pyamqp://celery:{SECRET}@[::1]:5672/",
+        "amqp://celery:pa%2Fss%40word@rabbit/vhost%2Fa",
+        "REDIS://broker",
+    ],
+)
+def test_parts_are_those_kombu_finds(url: str) -> None:
+    kombu = url_to_parts(url)
+    parts = celery_url(url, "celery_worker_broker_url")
+    assert parts["scheme"] == kombu.scheme.lower()
+    assert (parts["hostname"], parts["port"], parts["userid"]) == (kombu.hostname, kombu.port, kombu.username)
+    assert parts["virtual_host"] == kombu.path
+    assert parts["has_password"] == bool(kombu.password)
+    assert parts["query"] == kombu.query
+    assert SECRET not in repr(parts)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("", "must be a broker URL"),
+        ("broker:6379", "must be a URL"),
+        ("sqs://key@queue", "has scheme 'sqs'"),
+        (f"redis://:{SECRET}@broker\n:6379/0", "one line"),
+        (f"redis://:{SECRET}@broker:port/0", "cannot be parsed"),
+        (f"redis://:{SECRET}@broker:70000/0", "cannot be parsed"),
+        ("redis://:ab/cd@broker:6379/0", "cannot be parsed"),
+        ("redis://:abcd#ef@broker:6379/0", "cannot be parsed"),
+        ("redis:///0", "has no host"),
+        ("redis://:#abcd@broker/0", "has no host"),
+        ("amqp://u:p@[::1/vhost", "cannot be parsed"),
+    ],
+)
+def test_what_kombu_cannot_use_is_refused_naming_the_variable_only(url: str, message: str) -> None:
+    with pytest.raises(AnsibleFilterError, match=message) as error:
+        celery_url(url, "celery_beat_broker_url")
+    assert "celery_beat_broker_url" in str(error.value)
+    for secret_part in (SECRET, "ab/cd", "abcd", "cd@"):
+        assert secret_part not in str(error.value)
+
+
+def test_a_password_with_a_slash_leaks_nothing_through_urllibs_port_message() -> None:
+    # urllib says "Port could not be cast to integer value as 'se'" for redis://:se/cret@host.
+    with pytest.raises(AnsibleFilterError) as error:
+        celery_url("redis://:se/cret@host:6379/0", "celery_flower_broker_url")
+    assert "'se'" not in str(error.value)
+
+
+def test_a_backend_may_be_empty_or_any_scheme_and_redis_is_parsed() -> None:
+    assert celery_url("", "celery_worker_result_backend", kind="backend") == {"scheme": "", "is_redis": False}
+    assert celery_url("rpc://", "celery_worker_result_backend", kind="backend") == {"scheme": "rpc", "is_redis": False}
+    assert celery_url("db+postgresql://u:p@db/x", "v", kind="backend")["scheme"] == "db+postgresql"
+    assert celery_url(f"redis://:{SECRET}@b:6379/1", "v", kind="backend")["virtual_host"] == "1"
+    with pytest.raises(AnsibleFilterError, match="has no host"):
+        celery_url("redis://:#a@h/1", "v", kind="backend")
+
+
+def test_a_non_string_is_refused() -> None:
+    with pytest.raises(AnsibleFilterError, match="must be a string"):
+        celery_url(["redis://h"], "celery_worker_broker_url")

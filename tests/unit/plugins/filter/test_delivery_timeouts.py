@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+from ansible.errors import AnsibleFilterError
+from ansible_collections.reliable.celery.plugins.filter.delivery_timeouts import (
+    delivery_timeouts,
+    host_delivery_timeouts,
+)
+
+
+def test_one_formula_gives_every_timeout() -> None:
+    assert delivery_timeouts(600, 30, 60) == {
+        "stop_timeout_seconds": 660,
+        "visibility_timeout_seconds": 690,
+        "consumer_timeout_ms": 690_000,
+    }
+
+
+def test_numbers_given_as_strings_on_the_command_line_are_numbers() -> None:
+    assert delivery_timeouts("40", "0", " 5 ")["stop_timeout_seconds"] == 45
+
+
+@pytest.mark.parametrize(
+    ("args", "variable"),
+    [
+        ((0, 0, 60), "celery_worker_max_task_seconds"),
+        ((10, -1, 60), "celery_worker_max_eta_seconds"),
+        ((10, 0, "ten"), "celery_worker_timeout_margin_seconds"),
+        ((True, 0, 60), "celery_worker_max_task_seconds"),
+        ((1.5, 0, 60), "celery_worker_max_task_seconds"),
+    ],
+)
+def test_bad_numbers_name_the_variable(args: tuple, variable: str) -> None:
+    with pytest.raises(AnsibleFilterError, match=variable):
+        delivery_timeouts(*args, prefix="celery_worker")
+
+
+def test_a_hosts_value_is_its_roles_else_the_collection_wide_else_the_default() -> None:
+    assert host_delivery_timeouts({}, "broker")["consumer_timeout_ms"] == 660_000
+    assert host_delivery_timeouts({"celery_max_task_seconds": 300}, "worker")["stop_timeout_seconds"] == 360
+    both = {"celery_max_task_seconds": 300, "celery_worker_max_task_seconds": "900", "celery_max_eta_seconds": 40}
+    assert host_delivery_timeouts(both, "worker")["visibility_timeout_seconds"] == 1000
+    assert host_delivery_timeouts(both, "broker")["visibility_timeout_seconds"] == 400

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import pytest
+from ansible.errors import AnsibleFilterError
+from ansible_collections.reliable.celery.plugins.filter.worker_instances import managed_option, worker_instances
+
+APP = "proj.celery:app"
+
+
+def one(**entry: object) -> dict:
+    return worker_instances([{"name": "w", **entry}], APP)[0]
+
+
+def test_defaults_are_filled_and_options_built() -> None:
+    instance = one(concurrency=4, max_tasks_per_child=100, extra_args=["--without-mingle"])
+    assert instance["app"] == APP
+    assert instance["restart_strategy"] == "handover"
+    assert instance["options"] == [
+        "--queues=celery",
+        "--pool=prefork",
+        "--loglevel=INFO",
+        "--concurrency=4",
+        "--max-tasks-per-child=100",
+        "--without-mingle",
+    ]
+
+
+def test_values_are_used_as_the_argument_spec_converts_them() -> None:
+    instance = worker_instances([{"name": 2, "queues": "celery,reports", "concurrency": "3"}], APP, "drain")[0]
+    assert instance["name"] == "2"
+    assert instance["queues"] == ["celery", "reports"]
+    assert instance["concurrency"] == 3
+    assert instance["restart_strategy"] == "drain"
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"name": "a.b"}, "name must be"),
+        ({"name": "w", "app": "proj"}, "app must be PACKAGE.MODULE:ATTRIBUTE"),
+        ({"name": "w", "queues": []}, "queues must be"),
+        ({"name": "w", "queues": ["a b"]}, "queues must be"),
+        ({"name": "w", "pool": "fork"}, "pool must be one of"),
+        ({"name": "w", "concurrency": 0}, "concurrency must be a whole number"),
+        ({"name": "w", "autoscale": "2,4"}, "autoscale must be"),
+        ({"name": "w", "autoscale": "4,2", "pool": "threads"}, "autoscale must be"),
+        ({"name": "w", "autoscale": "4,2", "concurrency": 2}, "not be set together"),
+        ({"name": "w", "extra_args": ["--a b"]}, "without whitespace"),
+        ({"name": "w", "restart_strategy": "kill"}, "restart_strategy must be"),
+        ({"name": "w", "quues": ["a"]}, "unknown keys"),
+    ],
+)
+def test_bad_entries_name_the_instance_and_field(entry: dict, message: str) -> None:
+    with pytest.raises(AnsibleFilterError, match=message):
+        worker_instances([entry], APP)
+
+
+def test_a_bad_default_app_names_celery_worker_app() -> None:
+    with pytest.raises(AnsibleFilterError, match=r"celery_worker_app must be PACKAGE\.MODULE:ATTRIBUTE"):
+        worker_instances([{"name": "w"}], "proj/celery.py")
+
+
+def test_names_are_unique() -> None:
+    with pytest.raises(AnsibleFilterError, match="unique; repeated: \\['a'\\]"):
+        worker_instances([{"name": "a"}, {"name": "a"}], APP)
+
+
+@pytest.mark.parametrize(
+    ("argument", "option"),
+    [
+        ("--concurrency=7", "--concurrency"),
+        ("--queues", "--queues"),
+        ("-c7", "-c"),
+        ("-Qreports", "-Q"),
+        ("-nhijack@x", "-n"),
+        ("-Sfile", "-S"),
+        ("-f/tmp/log", "-f"),
+        ("-B", "-B"),
+        ("--beat", "--beat"),
+        ("-EB", "-B"),
+        ("-Ec4", "-c"),
+        ("--detach", "--detach"),
+        ("--uid=0", "--uid"),
+    ],
+)
+def test_every_form_of_a_managed_option_is_found(argument: str, option: str) -> None:
+    assert managed_option(argument) == option
+    with pytest.raises(AnsibleFilterError, match=f"may not set {option}"):
+        one(extra_args=[argument])
+
+
+@pytest.mark.parametrize("argument", ["--without-mingle", "-E", "-Ofair", "-Xc", "--prefetch-multiplier=1", "7"])
+def test_other_options_pass(argument: str) -> None:
+    assert managed_option(argument) is None
