@@ -192,6 +192,7 @@ def test_the_roles_converge_when_included_from_another_playbook(fleet) -> None:
         assert counts["failed"] == 0, (name, counts)
         assert counts["changed"] == 1, (name, counts)  # the infra play's own task, nothing of the roles
     assert "the infra repo's own handler ran" in result.stdout
+    assert "ran inside a reliable.celery role" not in result.stdout
     assert {name: fingerprint(host, SITE_PATHS) for name, host in fleet.items()} == before
 
 
