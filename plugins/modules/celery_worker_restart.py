@@ -19,7 +19,7 @@ description:
   - A C(Restart=always) unit that exited cleanly waits C(RestartSec) before systemd starts it again, and systemd
     holds a plain start until then; the module restarts such a unit at once instead, and leaves alone a unit that
     systemd already brought back.
-  - With O(strategy=handover) a worker instance has two units, O(name) and O(handover_unit) (its two slots); the one
+  - With O(strategy=handover) a worker instance has two units, O(name) and O(other_slot) (its two slots); the one
     enabled for boot is current. The module starts the other slot and waits until it is ready; only then it stops
     the old slot, which finishes its running tasks while the new one already consumes, and makes the new slot the
     current one (enabled, the old one disabled). The old slot gets C(SIGTERM) on its main process from
@@ -58,18 +58,22 @@ options:
     description:
       - V(drain) stops the running worker, waits until it finished its tasks, and starts it again. Nothing consumes
         from the instance's queues meanwhile (as long as the longest running task).
-      - V(handover) starts the instance's other slot (O(handover_unit)) and stops the old one once the new one is
+      - V(handover) starts the instance's other slot (O(other_slot)) and stops the old one once the new one is
         ready. Both run during the handover (twice the memory and processes for as long as the longest running
         task), and the queues never stop being consumed.
-      - With O(handover_unit) set, V(drain) restarts the current slot in place.
+      - With O(other_slot) set, V(drain) restarts the current slot in place.
     type: str
     choices: [drain, handover]
     default: drain
-  handover_unit:
+  other_slot:
     description:
-      - The instance's second slot, for example C(celery-worker-b@default). Required with O(strategy=handover).
+      - The worker instance's other slot, for example C(celery-worker-b@default). Required with
+        O(strategy=handover).
+      - With it, the slot enabled for boot is the current one, whichever of the two it is, and both strategies act
+        on the current slot.
       - Its Celery node name, state db and C(RuntimeDirectory) (readiness marker) must differ from O(name)'s.
     type: str
+    aliases: [handover_unit]
   drain_timeout:
     description:
       - Seconds to wait, after C(SIGTERM), for the old main process to finish its tasks and exit.
@@ -95,13 +99,13 @@ options:
   marker_path:
     description:
       - The readiness marker. Defaults to C(ready) in the unit's C(RuntimeDirectory) below C(/run).
-      - Not with O(handover_unit), because each slot has its own marker.
+      - Not with O(other_slot), because each slot has its own marker.
     type: path
   node:
     description:
       - Celery node name to ping with O(readiness=ping). Defaults to the C(--hostname) of the unit's C(ExecStart),
         with C(%h) replaced by the host name.
-      - Not with O(handover_unit), because each slot has its own node name.
+      - Not with O(other_slot), because each slot has its own node name.
     type: str
   kill_after:
     description:
@@ -136,7 +140,7 @@ EXAMPLES = r"""
 - name: Hand the instance over to its other slot; the old one drains while the new one consumes
   reliable.celery.celery_worker_restart:
     name: celery-worker@default
-    handover_unit: celery-worker-b@default
+    other_slot: celery-worker-b@default
     strategy: handover
 
 - name: Confirm readiness by pinging the node
@@ -147,7 +151,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 unit:
-  description: The unit that runs the worker now (with O(handover_unit), the current slot).
+  description: The unit that runs the worker now (with O(other_slot), the current slot).
   returned: always
   type: str
   sample: celery-worker-b@default.service
@@ -250,7 +254,7 @@ class WorkerRestart:
         self.module = module
         self.params = module.params
         self.unit = unit_name(module.params["name"])
-        self.handover_unit = unit_name(module.params["handover_unit"]) if module.params["handover_unit"] else None
+        self.other_slot = unit_name(module.params["other_slot"]) if module.params["other_slot"] else None
         self.systemctl = module.get_bin_path("systemctl", required=True)
         self.result = dict(
             changed=False,
@@ -293,7 +297,7 @@ class WorkerRestart:
         return self.module.run_command([journalctl, "--no-pager", "-n", "30", "-u", unit])[1]
 
     def run(self):
-        if self.handover_unit:
+        if self.other_slot:
             return self.run_slots()
         self.restart_in_place(self.loaded_state(self.unit))
         return self.result
@@ -321,10 +325,10 @@ class WorkerRestart:
         """An instance with two slots: restart the current one in place (drain) or hand over."""
         if self.params["marker_path"] or self.params["node"]:
             raise RestartFailed(
-                "marker_path and node cannot be used with handover_unit: each slot has its own readiness marker "
+                "marker_path and node cannot be used with other_slot: each slot has its own readiness marker "
                 "(in its RuntimeDirectory) and node name (its --hostname)"
             )
-        current, other = self.current_slot(self.loaded_state(self.unit), self.loaded_state(self.handover_unit))
+        current, other = self.current_slot(self.loaded_state(self.unit), self.loaded_state(self.other_slot))
         self.result["unit"] = current.unit
         if self.params["strategy"] == "drain" or not current.running:
             # Nothing to hand over from: start (or drain-restart) the current slot where it is.
@@ -580,7 +584,7 @@ def main():
             name=dict(type="str", required=True),
             state=dict(type="str", choices=["restarted", "started"], default="restarted"),
             strategy=dict(type="str", choices=["drain", "handover"], default="drain"),
-            handover_unit=dict(type="str"),
+            other_slot=dict(type="str", aliases=["handover_unit"]),
             drain_timeout=dict(type="float"),
             ready_timeout=dict(type="float", default=120),
             readiness=dict(type="str", choices=["marker", "ping", "none"], default="marker"),
@@ -588,7 +592,7 @@ def main():
             node=dict(type="str"),
             kill_after=dict(type="float"),
         ),
-        required_if=[("strategy", "handover", ("handover_unit",))],
+        required_if=[("strategy", "handover", ("other_slot",))],
         supports_check_mode=True,
     )
     for option in ("drain_timeout", "ready_timeout", "kill_after"):

@@ -189,7 +189,7 @@ class FakeModule:
             "name": "celery-worker@default",
             "state": "restarted",
             "strategy": "drain",
-            "handover_unit": None,
+            "other_slot": None,
             "drain_timeout": None,
             "ready_timeout": 120.0,
             "readiness": "marker",
@@ -407,7 +407,7 @@ def slots(host: FakeHost) -> tuple[FakeSystemd, FakeSystemd]:
 
 
 def hand_over(host: FakeHost, **params: object) -> dict:
-    module = FakeModule(host.units[UNIT], handover_unit="celery-worker-b@default", **{"strategy": "handover", **params})
+    module = FakeModule(host.units[UNIT], other_slot="celery-worker-b@default", **{"strategy": "handover", **params})
     return restart_module.WorkerRestart(module).run()
 
 
@@ -545,7 +545,7 @@ def test_drain_with_two_slots_restarts_the_current_slot_in_place(host, slots) ->
 
 
 def test_check_mode_handover_reports_a_change_and_sends_nothing(host, slots) -> None:
-    module = FakeModule(host.units[UNIT], check_mode=True, handover_unit=SLOT_B, strategy="handover")
+    module = FakeModule(host.units[UNIT], check_mode=True, other_slot=SLOT_B, strategy="handover")
     result = restart_module.WorkerRestart(module).run()
     assert (result["changed"], result["unit"], result["previous_unit"]) == (True, SLOT_B, UNIT)
     assert [args[1] for args in host.commands if args[1] != "show"] == []
