@@ -7,6 +7,25 @@ Private to this collection: the name starts with ``_`` and may change without no
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+# What UnitState reads of a unit.
+PROPERTIES = (
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "MainPID",
+    "UnitFileState",
+    "TimeoutStopUSec",
+    "RuntimeDirectory",
+    "ExecStart",
+    "User",
+    "Group",
+    "EnvironmentFiles",
+)
+# A unit with a main process in one of these states is running.
+RUNNING_STATES = ("active", "reloading")
+
 
 class UnitQueryError(Exception):
     """systemctl could not answer for a unit."""
@@ -26,29 +45,79 @@ def parse_show_output(output):
     return properties
 
 
-def show_unit(run_command, systemctl, unit, properties):
-    """Query ``properties`` of ``unit`` with ``run_command`` (``AnsibleModule.run_command``)."""
+@dataclass(frozen=True)
+class UnitState:
+    """A unit's state at one moment: one ``systemctl show`` answer for PROPERTIES."""
+
+    unit: str
+    load_state: str
+    active_state: str
+    sub_state: str
+    main_pid: int | None  # None when it has no main process (stopped, starting, exited)
+    unit_file_state: str
+    timeout_stop: str  # TimeoutStopUSec as printed: "5min", "infinity"
+    runtime_directories: tuple[str, ...]
+    exec_start_argv: tuple[str, ...]
+    user: str
+    group: str
+    environment_files: tuple[str, ...]
+
+    @classmethod
+    def from_show_output(cls, unit, output):
+        shown = parse_show_output(output)
+        return cls(
+            unit=unit,
+            load_state=shown.get("LoadState", ""),
+            active_state=shown.get("ActiveState", ""),
+            sub_state=shown.get("SubState", ""),
+            main_pid=parse_pid(shown.get("MainPID", "")),
+            unit_file_state=shown.get("UnitFileState", ""),
+            timeout_stop=shown.get("TimeoutStopUSec", ""),
+            runtime_directories=tuple(shown.get("RuntimeDirectory", "").split()),
+            exec_start_argv=tuple(exec_start_argv(shown.get("ExecStart", ""))),
+            user=shown.get("User", ""),
+            group=shown.get("Group", ""),
+            environment_files=tuple(environment_files(shown.get("EnvironmentFiles", ""))),
+        )
+
+    @property
+    def loaded(self):
+        """Whether systemd loaded a usable unit file (not ``not-found``, ``masked``, ``bad-setting``)."""
+        return self.load_state == "loaded"
+
+    @property
+    def running(self):
+        """Whether the unit has a main process and is up (not starting or stopping)."""
+        return self.main_pid is not None and self.active_state in RUNNING_STATES
+
+    @property
+    def stopped(self):
+        return self.active_state in ("inactive", "failed")
+
+    @property
+    def stop_timeout(self):
+        """Seconds of TimeoutStopSec, or ``None`` when it has none."""
+        return parse_timespan(self.timeout_stop)
+
+
+def show_unit(run_command, systemctl, unit):
+    """The UnitState of ``unit`` from one ``systemctl show``, run with ``run_command``
+    (``AnsibleModule.run_command``)."""
     args = [systemctl, "show", "--no-pager"]
-    args.extend("--property=%s" % name for name in properties)
+    args.extend("--property=%s" % name for name in PROPERTIES)
     args.extend(["--", unit])
     rc, out, err = run_command(args)
     if rc != 0:
         raise UnitQueryError("systemctl show %s failed (rc=%d): %s" % (unit, rc, err.strip() or out.strip()))
-    return parse_show_output(out)
+    return UnitState.from_show_output(unit, out)
 
 
-def is_loaded(properties):
-    """Whether systemd loaded a usable unit file (not ``not-found``, ``masked``, ``bad-setting``)."""
-    return properties.get("LoadState") == "loaded"
-
-
-def main_pid(properties):
-    """The unit's main process id, or ``None`` when it has none (stopped, starting, exited)."""
+def parse_pid(value):
+    """A MainPID value as a process id; ``None`` for ``0`` (no main process) or garbage."""
     try:
-        pid = int(properties.get("MainPID", "0"))
+        return int(value or "0") or None
     except ValueError:
         return None
-    return pid or None
 
 
 TIMESPAN_UNITS = {

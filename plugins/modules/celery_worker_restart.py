@@ -19,7 +19,7 @@ description:
   - A C(Restart=always) unit that exited cleanly waits C(RestartSec) before systemd starts it again, and systemd
     holds a plain start until then; the module restarts such a unit at once instead, and leaves alone a unit that
     systemd already brought back.
-  - With O(strategy=handover) a worker instance has two units, O(name) and O(handover_unit) (its two slots); the one
+  - With O(strategy=handover) a worker instance has two units, O(name) and O(other_slot) (its two slots); the one
     enabled for boot is current. The module starts the other slot and waits until it is ready; only then it stops
     the old slot, which finishes its running tasks while the new one already consumes, and makes the new slot the
     current one (enabled, the old one disabled). The old slot gets C(SIGTERM) on its main process from
@@ -58,18 +58,22 @@ options:
     description:
       - V(drain) stops the running worker, waits until it finished its tasks, and starts it again. Nothing consumes
         from the instance's queues meanwhile (as long as the longest running task).
-      - V(handover) starts the instance's other slot (O(handover_unit)) and stops the old one once the new one is
+      - V(handover) starts the instance's other slot (O(other_slot)) and stops the old one once the new one is
         ready. Both run during the handover (twice the memory and processes for as long as the longest running
         task), and the queues never stop being consumed.
-      - With O(handover_unit) set, V(drain) restarts the current slot in place.
+      - With O(other_slot) set, V(drain) restarts the current slot in place.
     type: str
     choices: [drain, handover]
     default: drain
-  handover_unit:
+  other_slot:
     description:
-      - The instance's second slot, for example C(celery-worker-b@default). Required with O(strategy=handover).
+      - The worker instance's other slot, for example C(celery-worker-b@default). Required with
+        O(strategy=handover).
+      - With it, the slot enabled for boot is the current one, whichever of the two it is, and both strategies act
+        on the current slot.
       - Its Celery node name, state db and C(RuntimeDirectory) (readiness marker) must differ from O(name)'s.
     type: str
+    aliases: [handover_unit]
   drain_timeout:
     description:
       - Seconds to wait, after C(SIGTERM), for the old main process to finish its tasks and exit.
@@ -95,13 +99,13 @@ options:
   marker_path:
     description:
       - The readiness marker. Defaults to C(ready) in the unit's C(RuntimeDirectory) below C(/run).
-      - Not with O(handover_unit), because each slot has its own marker.
+      - Not with O(other_slot), because each slot has its own marker.
     type: path
   node:
     description:
       - Celery node name to ping with O(readiness=ping). Defaults to the C(--hostname) of the unit's C(ExecStart),
         with C(%h) replaced by the host name.
-      - Not with O(handover_unit), because each slot has its own node name.
+      - Not with O(other_slot), because each slot has its own node name.
     type: str
   kill_after:
     description:
@@ -136,7 +140,7 @@ EXAMPLES = r"""
 - name: Hand the instance over to its other slot; the old one drains while the new one consumes
   reliable.celery.celery_worker_restart:
     name: celery-worker@default
-    handover_unit: celery-worker-b@default
+    other_slot: celery-worker-b@default
     strategy: handover
 
 - name: Confirm readiness by pinging the node
@@ -147,7 +151,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 unit:
-  description: The unit that runs the worker now (with O(handover_unit), the current slot).
+  description: The unit that runs the worker now (with O(other_slot), the current slot).
   returned: always
   type: str
   sample: celery-worker-b@default.service
@@ -205,20 +209,6 @@ from ansible_collections.reliable.celery.plugins.module_utils import _systemd
 POLL_SECONDS = 0.2
 # After SIGKILL, the time the kernel and systemd get to reap the unit's processes.
 KILL_GRACE_SECONDS = 10.0
-PROPERTIES = (
-    "LoadState",
-    "ActiveState",
-    "SubState",
-    "MainPID",
-    "UnitFileState",
-    "TimeoutStopUSec",
-    "RuntimeDirectory",
-    "ExecStart",
-    "User",
-    "Group",
-    "EnvironmentFiles",
-)
-RUNNING_STATES = ("active", "reloading")
 # While an old slot drains after a handover, systemd must not SIGKILL it when TimeoutStopSec
 # passes: only kill_after may. A runtime drop-in (gone at reboot) lifts the timeout for that stop.
 RUNTIME_ROOT = "/run"
@@ -254,8 +244,9 @@ def unit_name(name):
     return name if "." in name else name + ".service"
 
 
-def is_running(properties):
-    return _systemd.main_pid(properties) is not None and properties.get("ActiveState") in RUNNING_STATES
+def runs_new_process(state, old_pid):
+    """Whether the unit is active with a main process other than ``old_pid``."""
+    return state.main_pid not in (None, old_pid) and state.active_state == "active"
 
 
 class WorkerRestart:
@@ -263,7 +254,7 @@ class WorkerRestart:
         self.module = module
         self.params = module.params
         self.unit = unit_name(module.params["name"])
-        self.handover_unit = unit_name(module.params["handover_unit"]) if module.params["handover_unit"] else None
+        self.other_slot = unit_name(module.params["other_slot"]) if module.params["other_slot"] else None
         self.systemctl = module.get_bin_path("systemctl", required=True)
         self.result = dict(
             changed=False,
@@ -278,20 +269,21 @@ class WorkerRestart:
             ready_seconds=0.0,
         )
 
-    def properties(self, unit):
+    def state(self, unit):
+        """The unit's state now, from one systemctl show."""
         try:
-            return _systemd.show_unit(self.module.run_command, self.systemctl, unit, PROPERTIES)
+            return _systemd.show_unit(self.module.run_command, self.systemctl, unit)
         except _systemd.UnitQueryError as error:
             raise RestartFailed(str(error)) from error
 
-    def loaded_properties(self, unit):
-        properties = self.properties(unit)
-        if not _systemd.is_loaded(properties):
+    def loaded_state(self, unit):
+        state = self.state(unit)
+        if not state.loaded:
             raise RestartFailed(
                 "unit %s is not loaded (LoadState=%s): is the name right and the unit installed?"
-                % (unit, properties.get("LoadState", "unknown"))
+                % (unit, state.load_state or "unknown")
             )
-        return properties
+        return state
 
     def systemctl_run(self, unit, *args):
         rc, _out, err = self.module.run_command([self.systemctl, *args, "--", unit])
@@ -305,29 +297,27 @@ class WorkerRestart:
         return self.module.run_command([journalctl, "--no-pager", "-n", "30", "-u", unit])[1]
 
     def run(self):
-        if self.handover_unit:
+        if self.other_slot:
             return self.run_slots()
-        before = self.loaded_properties(self.unit)
-        self.restart_in_place(self.unit, before)
+        self.restart_in_place(self.loaded_state(self.unit))
         return self.result
 
-    def restart_in_place(self, unit, before):
+    def restart_in_place(self, before):
         """The drain strategy: SIGTERM, wait for the running tasks, start the same unit, confirm ready."""
-        old_pid = _systemd.main_pid(before)
-        self.result["old_pid"] = old_pid
-        self.result["was_running"] = is_running(before)
-        if self.params["state"] == "started" and self.result["was_running"]:
+        self.result["old_pid"] = before.main_pid
+        self.result["was_running"] = before.running
+        if self.params["state"] == "started" and before.running:
             return
         self.result["changed"] = True
         # Settle how readiness is checked before anything is sent.
-        ready = self.readiness_check(unit, before)
+        ready = self.readiness_check(before)
         if self.module.check_mode:
             return
-        if old_pid is not None:
-            self.drain(unit, old_pid, before)
-        self.start(unit, old_pid)
-        new_pid = self.wait_for_new_main_pid(unit, old_pid)
-        self.wait_ready(unit, new_pid, ready)
+        if before.main_pid is not None:
+            self.drain(before)
+        self.start(before.unit, before.main_pid)
+        new_pid = self.wait_for_new_main_pid(before.unit, before.main_pid)
+        self.wait_ready(before.unit, new_pid, ready)
 
     # --- two slots ---
 
@@ -335,51 +325,46 @@ class WorkerRestart:
         """An instance with two slots: restart the current one in place (drain) or hand over."""
         if self.params["marker_path"] or self.params["node"]:
             raise RestartFailed(
-                "marker_path and node cannot be used with handover_unit: each slot has its own readiness marker "
+                "marker_path and node cannot be used with other_slot: each slot has its own readiness marker "
                 "(in its RuntimeDirectory) and node name (its --hostname)"
             )
-        slots = {unit: self.loaded_properties(unit) for unit in (self.unit, self.handover_unit)}
-        current, other = self.current_slot(slots)
-        self.result["unit"] = current
-        running = is_running(slots[current])
-        if self.params["strategy"] == "drain" or not running:
+        current, other = self.current_slot(self.loaded_state(self.unit), self.loaded_state(self.other_slot))
+        self.result["unit"] = current.unit
+        if self.params["strategy"] == "drain" or not current.running:
             # Nothing to hand over from: start (or drain-restart) the current slot where it is.
-            self.refuse_two_running(current, other, slots)
-            self.restart_in_place(current, slots[current])
+            self.refuse_two_running(current, other)
+            self.restart_in_place(current)
         elif self.params["state"] == "restarted":
-            self.hand_over(current, other, slots)
+            self.hand_over(current, other)
             current, other = other, current
         else:
-            self.result.update(old_pid=_systemd.main_pid(slots[current]), was_running=True)
-        self.make_current(current, other)
+            self.result.update(old_pid=current.main_pid, was_running=True)
+        self.make_current(current.unit, other.unit)
         return self.result
 
-    def current_slot(self, slots):
-        """The slot enabled for boot; when that does not decide, the one running; else the first."""
-        units = list(slots)
-        for decides in (
-            lambda unit: slots[unit].get("UnitFileState") == "enabled",
-            lambda unit: is_running(slots[unit]),
-        ):
-            chosen = [unit for unit in units if decides(unit)]
-            if len(chosen) == 1:
-                return chosen[0], units[1 - units.index(chosen[0])]
-        return units[0], units[1]
+    @staticmethod
+    def current_slot(first, second):
+        """(current, other): the slot enabled for boot; when that does not decide, the one running; else the first."""
+        for decides in (lambda slot: slot.unit_file_state == "enabled", lambda slot: slot.running):
+            if decides(first) != decides(second):
+                return (first, second) if decides(first) else (second, first)
+        return first, second
 
-    def refuse_two_running(self, current, other, slots):
-        if is_running(slots[other]) and is_running(slots[current]):
+    @staticmethod
+    def refuse_two_running(current, other):
+        if other.running and current.running:
             raise RestartFailed(
                 "both slots of the instance run: %s (current, enabled for boot) and %s (main pid %s). A handover that "
                 "failed half-way leaves this; stop the one that should not run (systemctl stop), then run again."
-                % (current, other, _systemd.main_pid(slots[other]))
+                % (current.unit, other.unit, other.main_pid)
             )
 
     def make_current(self, current, other):
         """Exactly one slot is enabled for boot: the current one."""
         changes = []
-        if self.properties(current).get("UnitFileState") != "enabled":
+        if self.state(current).unit_file_state != "enabled":
             changes.append(("enable", current))
-        if self.properties(other).get("UnitFileState") == "enabled":
+        if self.state(other).unit_file_state == "enabled":
             changes.append(("disable", other))
         if changes:
             self.result["changed"] = True
@@ -387,71 +372,41 @@ class WorkerRestart:
             for verb, unit in changes:
                 self.systemctl_run(unit, verb)
 
-    def hand_over(self, old, new, slots):
-        self.result.update(
-            changed=True, old_pid=_systemd.main_pid(slots[old]), was_running=True, unit=new, previous_unit=old
-        )
-        ready = self.readiness_check(new, slots[new])
-        timeout = self.drain_timeout(old, slots[old])
+    def hand_over(self, old, new):
+        self.result.update(changed=True, old_pid=old.main_pid, was_running=True, unit=new.unit, previous_unit=old.unit)
+        ready = self.readiness_check(new)
+        timeout = self.drain_timeout(old)
         if self.module.check_mode:
             return
-        self.wait_earlier_drain(new, slots[new], timeout)
-        self.refuse_two_running(old, new, {old: slots[old], new: self.properties(new)})
-        self.set_drop_in(new, present=False)
+        self.wait_earlier_drain(new, timeout)
+        self.refuse_two_running(old, self.state(new.unit))
+        self.set_drop_in(new.unit, present=False)
         # Lifted before the start, so that the old slot stops the moment the new one is ready:
         # whatever the old worker fetches meanwhile waits, unstarted, until it has drained.
-        self.set_drop_in(old, present=True)
-        self.systemctl_run(new, "start")
+        self.set_drop_in(old.unit, present=True)
+        self.systemctl_run(new.unit, "start")
         try:
-            new_pid = self.wait_for_new_main_pid(new, None)
-            self.wait_ready(new, new_pid, ready)
+            new_pid = self.wait_for_new_main_pid(new.unit, None)
+            self.wait_ready(new.unit, new_pid, ready)
         except RestartFailed as failure:
-            self.systemctl_run(new, "stop")
-            self.set_drop_in(old, present=False)
+            self.systemctl_run(new.unit, "stop")
+            self.set_drop_in(old.unit, present=False)
             raise RestartFailed(
                 "%s\nThe handover did not happen: %s was stopped again, and %s (main pid %s) keeps running untouched."
-                % (failure, new, old, self.result["old_pid"])
+                % (failure, new.unit, old.unit, old.main_pid)
             ) from failure
-        self.systemctl_run(old, "stop", "--no-block")
+        self.systemctl_run(old.unit, "stop", "--no-block")
         self.result["signalled"] = True
-        self.make_current(new, old)
-        self.wait_stopped(old, timeout, "after the handover to %s" % new)
-        self.set_drop_in(old, present=False)
+        self.make_current(new.unit, old.unit)
+        self.wait_drained(old.unit, timeout, why=", after the handover to %s" % new.unit)
+        self.set_drop_in(old.unit, present=False)
 
-    def wait_earlier_drain(self, unit, properties, timeout):
+    def wait_earlier_drain(self, slot, timeout):
         """A slot still draining from an earlier handover must be gone before it can be the new one."""
-        if properties.get("ActiveState") != "deactivating":
+        if slot.active_state != "deactivating":
             return
-        self.wait_stopped(unit, timeout, "from an earlier handover; it must finish before the next handover")
-        self.set_drop_in(unit, present=False)
-
-    def kill_if_due(self, unit, elapsed, timeout):
-        """SIGKILL what is left of the unit once kill_after has passed (only if set); the new deadline."""
-        kill_after = self.params["kill_after"]
-        if kill_after is None or elapsed < kill_after or self.result["killed"]:
-            return timeout
-        self.systemctl_run(unit, "kill", "--kill-whom=all", "--signal=SIGKILL")
-        self.result["killed"] = True
-        return max(timeout, elapsed + KILL_GRACE_SECONDS)
-
-    def wait_stopped(self, unit, timeout, why):
-        """Wait for a stopping slot to finish its tasks; SIGKILL it only past kill_after."""
-        started = time.monotonic()
-        while True:
-            properties = self.properties(unit)
-            if properties.get("ActiveState") in ("inactive", "failed"):
-                break
-            elapsed = time.monotonic() - started
-            timeout = self.kill_if_due(unit, elapsed, timeout)
-            if elapsed >= timeout:
-                raise RestartFailed(
-                    "%s (main pid %s) is still finishing its tasks %.0f s after SIGTERM, %s (drain_timeout=%s). "
-                    "Nothing was killed: it keeps draining. Wait, raise drain_timeout, or set kill_after to kill "
-                    "what is left (its tasks then run again)."
-                    % (unit, _systemd.main_pid(properties), elapsed, why, timeout)
-                )
-            time.sleep(POLL_SECONDS)
-        self.result["drain_seconds"] = round(time.monotonic() - started, 3)
+        self.wait_drained(slot.unit, timeout, why=", from an earlier handover; it must finish before the next handover")
+        self.set_drop_in(slot.unit, present=False)
 
     def set_drop_in(self, unit, present):
         path = os.path.join(RUNTIME_ROOT, HANDOVER_DROP_IN % unit)
@@ -469,35 +424,57 @@ class WorkerRestart:
 
     # --- one unit ---
 
-    def drain_timeout(self, unit, properties):
+    def drain_timeout(self, state):
         if self.params["drain_timeout"] is not None:
             return self.params["drain_timeout"]
-        stop_timeout = _systemd.parse_timespan(properties.get("TimeoutStopUSec", ""))
+        stop_timeout = state.stop_timeout
         if stop_timeout is None:
             raise RestartFailed(
-                "%s has no TimeoutStopSec to drain within: set drain_timeout (seconds to wait for running tasks)" % unit
+                "%s has no TimeoutStopSec to drain within: set drain_timeout (seconds to wait for running tasks)"
+                % state.unit
             )
         return stop_timeout
 
-    def drain(self, unit, pid, properties):
+    def drain(self, before):
         """SIGTERM to the main process only (unless it is already being stopped), then wait for it."""
-        timeout = self.drain_timeout(unit, properties)
-        started = time.monotonic()
-        if properties.get("ActiveState") in RUNNING_STATES:
+        timeout = self.drain_timeout(before)
+        if before.active_state in _systemd.RUNNING_STATES:
             try:
-                os.kill(pid, signal.SIGTERM)
+                os.kill(before.main_pid, signal.SIGTERM)
                 self.result["signalled"] = True
             except ProcessLookupError:
                 pass  # it exited on its own meanwhile
-        while process_running(pid):
+        self.wait_drained(
+            before.unit, timeout, pid=before.main_pid, afterwards=" and systemd will start it again once it exits"
+        )
+
+    def wait_drained(self, unit, timeout, pid=None, why="", afterwards=""):
+        """Wait for an old worker that got SIGTERM to finish its running tasks and exit: its main
+        process ``pid`` (a drain), or without one the whole ``unit`` (a slot being stopped).
+
+        Once kill_after has passed (only if set), SIGKILL what is left of the unit and give it
+        KILL_GRACE_SECONDS more. ``timeout`` seconds after the start, fail and leave it draining.
+        """
+        started = time.monotonic()
+        while True:
+            if pid is None:
+                state = self.state(unit)
+                draining, main_pid = not state.stopped, state.main_pid
+            else:
+                draining, main_pid = process_running(pid), pid
+            if not draining:
+                break
             elapsed = time.monotonic() - started
-            timeout = self.kill_if_due(unit, elapsed, timeout)
+            kill_after = self.params["kill_after"]
+            if kill_after is not None and elapsed >= kill_after and not self.result["killed"]:
+                self.systemctl_run(unit, "kill", "--kill-whom=all", "--signal=SIGKILL")
+                self.result["killed"] = True
+                timeout = max(timeout, elapsed + KILL_GRACE_SECONDS)
             if elapsed >= timeout:
                 raise RestartFailed(
-                    "%s (main pid %d) is still finishing its tasks %.0f s after SIGTERM (drain_timeout=%s). "
-                    "Nothing was killed: it keeps draining and systemd will start it again once it exits. Wait, "
-                    "raise drain_timeout, or set kill_after to kill what is left (its tasks then run again)."
-                    % (unit, pid, elapsed, timeout)
+                    "%s (main pid %s) is still finishing its tasks %.0f s after SIGTERM%s (drain_timeout=%s). "
+                    "Nothing was killed: it keeps draining%s. Wait, raise drain_timeout, or set kill_after to kill "
+                    "what is left (its tasks then run again)." % (unit, main_pid, elapsed, why, timeout, afterwards)
                 )
             time.sleep(POLL_SECONDS)
         self.result["drain_seconds"] = round(time.monotonic() - started, 3)
@@ -509,41 +486,33 @@ class WorkerRestart:
         systemd holds a plain start until that timer fires; a restart skips the wait. A unit that
         systemd already brought back needs nothing; a start of a running unit does nothing.
         """
-        properties = self.properties(unit)
-        pid = _systemd.main_pid(properties)
-        if pid is not None and pid != old_pid and properties.get("ActiveState") == "active":
+        state = self.state(unit)
+        if runs_new_process(state, old_pid):
             return
-        self.systemctl_run(unit, "restart" if properties.get("SubState") == "auto-restart" else "start")
+        self.systemctl_run(unit, "restart" if state.sub_state == "auto-restart" else "start")
 
     def wait_for_new_main_pid(self, unit, old_pid):
         """The start returns once systemd forked the process; read its main pid (Restart= may have
         started it already: systemctl start then did nothing, and the pid is still new)."""
         deadline = time.monotonic() + self.params["ready_timeout"]
         while True:
-            properties = self.properties(unit)
-            pid = _systemd.main_pid(properties)
-            if pid is not None and pid != old_pid and properties.get("ActiveState") == "active":
-                self.result["new_pid"] = pid
-                return pid
+            state = self.state(unit)
+            if runs_new_process(state, old_pid):
+                self.result["new_pid"] = state.main_pid
+                return state.main_pid
             if time.monotonic() > deadline:
                 raise RestartFailed(
                     "%s has no new main process %.0f s after the start (ActiveState=%s, SubState=%s). Journal:\n%s"
-                    % (
-                        unit,
-                        self.params["ready_timeout"],
-                        properties.get("ActiveState"),
-                        properties.get("SubState"),
-                        self.journal(unit),
-                    )
+                    % (unit, self.params["ready_timeout"], state.active_state, state.sub_state, self.journal(unit))
                 )
             time.sleep(POLL_SECONDS)
 
-    def readiness_check(self, unit, properties):
+    def readiness_check(self, state):
         """A function telling whether the process with a given pid is ready, or None (readiness=none)."""
         if self.params["readiness"] == "marker":
-            return self.marker_check(unit, properties)
+            return self.marker_check(state)
         if self.params["readiness"] == "ping":
-            return self.ping_check(unit, properties)
+            return self.ping_check(state)
         return None
 
     def wait_ready(self, unit, pid, ready):
@@ -561,16 +530,15 @@ class WorkerRestart:
             time.sleep(POLL_SECONDS)
         self.result["ready_seconds"] = round(time.monotonic() - started, 3)
 
-    def marker_check(self, unit, properties):
+    def marker_check(self, state):
         path = self.params["marker_path"]
         if not path:
-            runtime_directory = (properties.get("RuntimeDirectory") or "").split()
-            if not runtime_directory:
+            if not state.runtime_directories:
                 raise RestartFailed(
                     "%s has no RuntimeDirectory for a readiness marker: set marker_path, or readiness=ping or none"
-                    % unit
+                    % state.unit
                 )
-            path = os.path.join(RUNTIME_ROOT, runtime_directory[0], "ready")
+            path = os.path.join(RUNTIME_ROOT, state.runtime_directories[0], "ready")
 
         def marker_names(pid):
             try:
@@ -581,16 +549,16 @@ class WorkerRestart:
 
         return marker_names
 
-    def ping_check(self, unit, properties):
-        argv = _systemd.exec_start_argv(properties.get("ExecStart", ""))
+    def ping_check(self, state):
+        argv = state.exec_start_argv
         if "worker" not in argv:
-            raise RestartFailed("%s does not run `celery ... worker`: use readiness=marker or none" % unit)
-        node = self.params["node"] or self.node_from(unit, argv)
+            raise RestartFailed("%s does not run `celery ... worker`: use readiness=marker or none" % state.unit)
+        node = self.params["node"] or self.node_from(state)
         command = ["systemd-run", "--quiet", "--pipe", "--wait", "--collect"]
-        for name in ("User", "Group"):
-            if properties.get(name):
-                command += ["-p", "%s=%s" % (name, properties[name])]
-        for path in _systemd.environment_files(properties.get("EnvironmentFiles", "")):
+        for name, value in (("User", state.user), ("Group", state.group)):
+            if value:
+                command += ["-p", "%s=%s" % (name, value)]
+        for path in state.environment_files:
             command += ["-p", "EnvironmentFile=%s" % path]
         command += [*argv[: argv.index("worker")], "inspect", "ping", "-d", node, "--timeout", "1"]
 
@@ -599,13 +567,15 @@ class WorkerRestart:
 
         return node_answers
 
-    def node_from(self, unit, argv):
+    @staticmethod
+    def node_from(state):
+        argv = state.exec_start_argv
         for index, arg in enumerate(argv):
             if arg.startswith("--hostname="):
                 return arg.split("=", 1)[1].replace("%h", socket.gethostname())
             if arg in ("-n", "--hostname") and index + 1 < len(argv):
                 return argv[index + 1].replace("%h", socket.gethostname())
-        raise RestartFailed("%s sets no --hostname: give the Celery node name in `node`" % unit)
+        raise RestartFailed("%s sets no --hostname: give the Celery node name in `node`" % state.unit)
 
 
 def main():
@@ -614,7 +584,7 @@ def main():
             name=dict(type="str", required=True),
             state=dict(type="str", choices=["restarted", "started"], default="restarted"),
             strategy=dict(type="str", choices=["drain", "handover"], default="drain"),
-            handover_unit=dict(type="str"),
+            other_slot=dict(type="str", aliases=["handover_unit"]),
             drain_timeout=dict(type="float"),
             ready_timeout=dict(type="float", default=120),
             readiness=dict(type="str", choices=["marker", "ping", "none"], default="marker"),
@@ -622,7 +592,7 @@ def main():
             node=dict(type="str"),
             kill_after=dict(type="float"),
         ),
-        required_if=[("strategy", "handover", ("handover_unit",))],
+        required_if=[("strategy", "handover", ("other_slot",))],
         supports_check_mode=True,
     )
     for option in ("drain_timeout", "ready_timeout", "kill_after"):

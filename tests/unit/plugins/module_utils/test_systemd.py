@@ -37,46 +37,96 @@ def test_parse_show_output_ignores_lines_without_a_key() -> None:
     assert _systemd.parse_show_output("\nnot a property\nType=simple\n") == {"Type": "simple"}
 
 
-def test_show_unit_passes_an_argument_list_and_ends_options_before_the_unit() -> None:
+def test_show_unit_asks_once_for_every_property_with_an_argument_list() -> None:
     run = FakeRunCommand(out=SHOW_RUNNING)
-    properties = _systemd.show_unit(run, "/bin/systemctl", "celery-worker@default", ("MainPID", "LoadState"))
+    state = _systemd.show_unit(run, "/bin/systemctl", "celery-worker@default")
     assert run.calls == [
         [
             "/bin/systemctl",
             "show",
             "--no-pager",
-            "--property=MainPID",
-            "--property=LoadState",
+            *("--property=%s" % name for name in _systemd.PROPERTIES),
             "--",
             "celery-worker@default",
         ]
     ]
-    assert _systemd.main_pid(properties) == 4242
-    assert _systemd.is_loaded(properties)
+    assert (state.unit, state.main_pid, state.loaded, state.running) == ("celery-worker@default", 4242, True, True)
 
 
 def test_show_unit_raises_with_systemctl_message_on_failure() -> None:
     run = FakeRunCommand(rc=1, err="Failed to connect to bus\n")
     with pytest.raises(_systemd.UnitQueryError, match="Failed to connect to bus"):
-        _systemd.show_unit(run, "/bin/systemctl", "x.service", ("MainPID",))
+        _systemd.show_unit(run, "/bin/systemctl", "x.service")
 
 
-@pytest.mark.parametrize(
-    ("properties", "expected"),
-    [
-        ({"MainPID": "0"}, None),
-        ({"MainPID": "17"}, 17),
-        ({"MainPID": "garbage"}, None),
-        ({}, None),
-    ],
-)
-def test_main_pid(properties: dict[str, str], expected: int | None) -> None:
-    assert _systemd.main_pid(properties) == expected
+def test_unit_state_reads_every_property() -> None:
+    output = """LoadState=loaded
+ActiveState=deactivating
+SubState=stop-sigterm
+MainPID=17
+UnitFileState=enabled
+TimeoutStopUSec=1h 30min
+RuntimeDirectory=celery/worker-default celery/other
+ExecStart={ path=/opt/r/bin/celery ; argv[]=/opt/r/bin/celery -A app worker ; ignore_errors=no }
+User=celery
+Group=workers
+EnvironmentFiles=/etc/a.env (ignore_errors=no)
+EnvironmentFiles=/etc/b.env (ignore_errors=yes)
+"""
+    assert _systemd.UnitState.from_show_output("x.service", output) == _systemd.UnitState(
+        unit="x.service",
+        load_state="loaded",
+        active_state="deactivating",
+        sub_state="stop-sigterm",
+        main_pid=17,
+        unit_file_state="enabled",
+        timeout_stop="1h 30min",
+        runtime_directories=("celery/worker-default", "celery/other"),
+        exec_start_argv=("/opt/r/bin/celery", "-A", "app", "worker"),
+        user="celery",
+        group="workers",
+        environment_files=("/etc/a.env", "/etc/b.env"),
+    )
+
+
+def state(output: str) -> _systemd.UnitState:
+    return _systemd.UnitState.from_show_output("x.service", output)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", None), ("17", 17), ("garbage", None), ("", None)])
+def test_main_pid(value: str, expected: int | None) -> None:
+    assert state("MainPID=%s" % value).main_pid == expected
+
+
+def test_a_unit_that_is_not_shown_has_no_main_pid_and_is_not_loaded() -> None:
+    assert (state("").main_pid, state("").loaded) == (None, False)
 
 
 @pytest.mark.parametrize("load_state", ["not-found", "masked", "bad-setting", "error", ""])
 def test_units_that_cannot_be_started_are_not_loaded(load_state: str) -> None:
-    assert not _systemd.is_loaded({"LoadState": load_state})
+    assert not state("LoadState=%s" % load_state).loaded
+
+
+@pytest.mark.parametrize(
+    ("active_state", "main_pid", "running", "stopped"),
+    [
+        ("active", 7, True, False),
+        ("reloading", 7, True, False),
+        ("active", 0, False, False),
+        ("activating", 7, False, False),
+        ("deactivating", 7, False, False),
+        ("inactive", 0, False, True),
+        ("failed", 0, False, True),
+    ],
+)
+def test_running_and_stopped(active_state: str, main_pid: int, running: bool, stopped: bool) -> None:
+    unit = state("ActiveState=%s\nMainPID=%d" % (active_state, main_pid))
+    assert (unit.running, unit.stopped) == (running, stopped)
+
+
+def test_stop_timeout() -> None:
+    assert state("TimeoutStopUSec=5min").stop_timeout == 300.0
+    assert state("TimeoutStopUSec=infinity").stop_timeout is None
 
 
 def test_repeated_keys_keep_every_line() -> None:

@@ -1,12 +1,16 @@
-"""The restart state machine against a simulated systemd: every time-out and race path."""
+"""The module, run through main(), against a simulated systemd: every time-out and race path."""
 
 from __future__ import annotations
 
 import json
+import math
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.testing import patch_module_args
 from ansible_collections.reliable.celery.plugins.modules import celery_worker_restart as restart_module
 
 UNIT = "celery-worker@default.service"
@@ -36,6 +40,9 @@ class FakeHost:
             return 0, "", ""
         if verb in ("show", "start", "restart", "stop", "kill", "enable", "disable"):
             return self.units[args[-1]].systemctl(verb, args)
+        if verb == "systemd-run":  # celery inspect ping -d NODE
+            node = args[args.index("-d") + 1]
+            return (0 if any(unit.answers(node) for unit in self.units.values()) else 1), "", ""
         return 0, "journal lines\n", ""
 
     def kill(self, pid: int, signum: int) -> None:
@@ -97,8 +104,10 @@ class FakeSystemd:
         return getattr(self.host, name)
 
     def systemctl(self, verb: str, args: list[str]) -> tuple[int, str, str]:
-        if verb == "show":
-            return 0, self.show(), ""
+        if verb == "show":  # only the properties asked for, as systemctl does
+            asked = [arg.removeprefix("--property=") for arg in args if arg.startswith("--property=")]
+            lines = [line for line in self.show().splitlines() if line.partition("=")[0] in asked]
+            return 0, "\n".join(lines), ""
         if verb == "start":
             # systemd holds a start job while the unit waits to auto-restart (service_start: -EAGAIN)
             if self.start_works and self.sub_state != "auto-restart" and self.main not in self.host.alive:
@@ -146,6 +155,10 @@ class FakeSystemd:
             if self.host.now >= at and pid == self.main:
                 self.marker.write_text(json.dumps({"pid": pid, "node": f"{self.instance}@host"}))
 
+    def answers(self, node: str) -> bool:
+        """Whether this unit's worker is the node and ready to answer a ping."""
+        return node.startswith(f"{self.instance}@") and self.host.now >= self.ready_at.get(self.main, math.inf)
+
     # -- helpers --
     def spawn(self) -> None:
         self.main = self.host.spawn()
@@ -181,31 +194,6 @@ class FakeSystemd:
         return [args[1] for args in self.host.commands if args[0].endswith("systemctl") and args[1] != "show"]
 
 
-class FakeModule:
-    def __init__(self, systemd: FakeSystemd, check_mode: bool = False, **params: object) -> None:
-        self.systemd = systemd
-        self.check_mode = check_mode
-        self.params = {
-            "name": "celery-worker@default",
-            "state": "restarted",
-            "strategy": "drain",
-            "handover_unit": None,
-            "drain_timeout": None,
-            "ready_timeout": 120.0,
-            "readiness": "marker",
-            "marker_path": None,
-            "node": None,
-            "kill_after": None,
-            **params,
-        }
-
-    def get_bin_path(self, name: str, required: bool = False) -> str:
-        return f"/usr/bin/{name}"
-
-    def run_command(self, args: list[str]) -> tuple[int, str, str]:
-        return self.systemd.host.run_command(args)
-
-
 @pytest.fixture
 def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeHost:
     fake = FakeHost(tmp_path)
@@ -214,6 +202,8 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeHost:
     monkeypatch.setattr(restart_module, "process_running", fake.running)
     monkeypatch.setattr(restart_module.time, "monotonic", fake.monotonic)
     monkeypatch.setattr(restart_module.time, "sleep", fake.sleep)
+    monkeypatch.setattr(AnsibleModule, "run_command", lambda _module, args: fake.run_command(args))
+    monkeypatch.setattr(AnsibleModule, "get_bin_path", lambda _module, name, required=False: f"/usr/bin/{name}")
     return fake
 
 
@@ -223,12 +213,48 @@ def systemd(host: FakeHost) -> FakeSystemd:
     return FakeSystemd(host, UNIT)
 
 
-def restart(systemd: FakeSystemd, **params: object) -> dict:
-    return restart_module.WorkerRestart(FakeModule(systemd, **params)).run()
+@pytest.fixture
+def module(host: FakeHost, capsys: pytest.CaptureFixture[str]) -> Callable[..., dict]:
+    """Run the module's main() on the simulated host with these arguments (name defaults to the
+    first unit); its result."""
+
+    def run_main(**args: object) -> dict:
+        with patch_module_args({"name": "celery-worker@default", **args}), pytest.raises(SystemExit):
+            restart_module.main()
+        return json.loads(capsys.readouterr().out)
+
+    return run_main
 
 
-def test_running_worker_gets_sigterm_on_its_main_pid_only_then_a_ready_successor(systemd) -> None:
-    result = restart(systemd)
+@pytest.fixture
+def run(module: Callable[..., dict]) -> Callable[..., dict]:
+    """main() that must succeed."""
+
+    def succeed(**args: object) -> dict:
+        result = module(**args)
+        assert "failed" not in result, result["msg"]
+        return result
+
+    return succeed
+
+
+@pytest.fixture
+def fail(module: Callable[..., dict]) -> Callable[..., dict]:
+    """main() that must fail."""
+
+    def failing(**args: object) -> dict:
+        result = module(**args)
+        assert result.get("failed") is True, result
+        return result
+
+    return failing
+
+
+HANDOVER = {"other_slot": "celery-worker-b@default", "strategy": "handover"}
+
+
+def test_running_worker_gets_sigterm_on_its_main_pid_only_then_a_ready_successor(systemd, run) -> None:
+    result = run()
     assert systemd.signals == [(100, signal.SIGTERM)]
     # The drained worker waits to auto-restart: a restart starts it without the RestartSec wait.
     assert systemd.systemctl_verbs() == ["restart"]
@@ -246,34 +272,40 @@ def test_running_worker_gets_sigterm_on_its_main_pid_only_then_a_ready_successor
     }
 
 
-def test_drain_timeout_fails_clearly_and_kills_nothing(systemd) -> None:
+def test_drain_timeout_fails_clearly_and_kills_nothing(systemd, fail) -> None:
     systemd.drain_seconds = 600
-    with pytest.raises(restart_module.RestartFailed) as failure:
-        restart(systemd, drain_timeout=30.0)
-    message = str(failure.value)
-    assert "celery-worker@default.service (main pid 100) is still finishing its tasks 30 s after SIGTERM" in message
-    assert "Nothing was killed" in message
+    result = fail(drain_timeout=30)
+    assert result["msg"] == (
+        "celery-worker@default.service (main pid 100) is still finishing its tasks 30 s after SIGTERM "
+        "(drain_timeout=30.0). Nothing was killed: it keeps draining and systemd will start it again once it "
+        "exits. Wait, raise drain_timeout, or set kill_after to kill what is left (its tasks then run again)."
+    )
+    assert (result["old_pid"], result["signalled"], result["killed"]) == (100, True, False)
     assert systemd.signals == [(100, signal.SIGTERM)]
     assert systemd.systemctl_verbs() == [], "nothing may be started or killed while the old worker drains"
     assert 100 in systemd.alive
 
 
-def test_drain_timeout_defaults_to_the_units_stop_timeout(systemd) -> None:
+def test_drain_timeout_defaults_to_the_units_stop_timeout(systemd, fail) -> None:
     systemd.drain_seconds = 10_000
-    with pytest.raises(restart_module.RestartFailed, match="300 s after SIGTERM"):
-        restart(systemd)
+    assert "300 s after SIGTERM" in fail()["msg"]
 
 
-def test_a_unit_without_stop_timeout_needs_an_explicit_drain_timeout(systemd) -> None:
+def test_a_unit_without_stop_timeout_needs_an_explicit_drain_timeout(systemd, fail) -> None:
     systemd.timeout_stop = "infinity"
-    with pytest.raises(restart_module.RestartFailed, match="set drain_timeout"):
-        restart(systemd)
+    assert "set drain_timeout" in fail()["msg"]
     assert systemd.signals == []
 
 
-def test_kill_after_kills_the_rest_of_the_unit_and_goes_on(systemd) -> None:
+@pytest.mark.parametrize("option", ["drain_timeout", "ready_timeout", "kill_after"])
+def test_seconds_must_be_positive(systemd, fail, option: str) -> None:
+    assert fail(**{option: 0})["msg"] == f"{option} must be a positive number of seconds, got 0.0"
+    assert systemd.commands == []
+
+
+def test_kill_after_kills_the_rest_of_the_unit_and_goes_on(systemd, run) -> None:
     systemd.drain_seconds = 600
-    result = restart(systemd, kill_after=20.0, drain_timeout=30.0)
+    result = run(kill_after=20, drain_timeout=30)
     assert result["killed"] is True
     assert result["drain_seconds"] == pytest.approx(20.0, abs=0.25)
     assert systemd.systemctl_verbs() == ["kill", "restart"]
@@ -282,10 +314,16 @@ def test_kill_after_kills_the_rest_of_the_unit_and_goes_on(systemd) -> None:
     assert "--kill-whom=all" in kill
 
 
+def test_kill_after_at_the_drain_timeout_gives_the_killed_worker_time_to_go(systemd, run) -> None:
+    systemd.drain_seconds = 600
+    result = run(kill_after=30, drain_timeout=30)
+    assert (result["killed"], result["new_pid"]) == (True, 101)
+
+
 @pytest.mark.parametrize("state", ["restarted", "started"])
-def test_stopped_unit_is_started_and_confirmed_ready(systemd, state: str) -> None:
+def test_stopped_unit_is_started_and_confirmed_ready(systemd, run, state: str) -> None:
     systemd.stop()
-    result = restart(systemd, state=state)
+    result = run(state=state)
     assert result["changed"] is True
     assert systemd.systemctl_verbs() == ["start"]
     assert systemd.signals == []
@@ -294,90 +332,77 @@ def test_stopped_unit_is_started_and_confirmed_ready(systemd, state: str) -> Non
     assert result["ready_seconds"] == pytest.approx(1.5, abs=0.25)
 
 
-def test_state_started_leaves_a_running_worker_alone(systemd) -> None:
-    result = restart(systemd, state="started")
+def test_state_started_leaves_a_running_worker_alone(systemd, run) -> None:
+    result = run(state="started")
     assert (result["changed"], result["was_running"], result["old_pid"]) == (False, True, 100)
     assert systemd.signals == []
     assert systemd.systemctl_verbs() == []
 
 
-def test_unknown_unit_fails_clearly(systemd) -> None:
+def test_unknown_unit_fails_clearly(systemd, fail) -> None:
     systemd.load_state = "not-found"
-    with pytest.raises(restart_module.RestartFailed, match="is not loaded \\(LoadState=not-found\\)"):
-        restart(systemd)
+    assert fail()["msg"] == (
+        "unit celery-worker@default.service is not loaded (LoadState=not-found): "
+        "is the name right and the unit installed?"
+    )
     assert systemd.signals == []
 
 
-def test_check_mode_reports_a_change_and_sends_nothing(systemd) -> None:
-    module = FakeModule(systemd, check_mode=True)
-    result = restart_module.WorkerRestart(module).run()
+def test_check_mode_reports_a_change_and_sends_nothing(systemd, run) -> None:
+    result = run(_ansible_check_mode=True)
     assert (result["changed"], result["old_pid"], result["new_pid"]) == (True, 100, None)
     assert systemd.signals == []
     assert systemd.systemctl_verbs() == []
 
 
-def test_restart_by_systemd_itself_is_not_doubled(systemd) -> None:
+def test_restart_by_systemd_itself_is_not_doubled(systemd, run) -> None:
     """Restart=always brought the worker back before the module's start: the module sends
     nothing more and takes the process systemd started."""
     systemd.restart_sec = 0.0
-    result = restart(systemd)
+    result = run()
     assert result["new_pid"] == 101
     assert systemd.next_pid == 101, "a second process was started"
     assert systemd.systemctl_verbs() == []
 
 
-def test_plain_start_of_a_unit_waiting_to_auto_restart_would_wait_restart_sec(systemd, monkeypatch) -> None:
-    """Why the module restarts a unit in auto-restart: systemd holds a start until RestartSec."""
-
-    def plain_start(self, unit, _old):
-        self.systemctl_run(unit, "start")
-
-    monkeypatch.setattr(restart_module.WorkerRestart, "start", plain_start)
-    result = restart(systemd)
-    assert result["drain_seconds"] == pytest.approx(3.0, abs=0.25)
-    assert systemd.now - 1000.0 >= 3.0 + 5.0 + 1.5 - 0.25
-
-
-def test_stale_or_foreign_marker_is_not_readiness(systemd) -> None:
+def test_stale_or_foreign_marker_is_not_readiness(systemd, run) -> None:
     systemd.marker.write_text(json.dumps({"pid": 100}))  # the old process's marker
     systemd.ready_delay = 7.0
-    result = restart(systemd)
+    result = run()
     assert result["ready_seconds"] == pytest.approx(7.0, abs=0.25)
 
 
-def test_worker_that_never_gets_ready_fails_with_its_journal(systemd) -> None:
+def test_worker_that_never_gets_ready_fails_with_its_journal(systemd, fail) -> None:
     systemd.ready_delay = 10_000
-    with pytest.raises(restart_module.RestartFailed) as failure:
-        restart(systemd, ready_timeout=15.0)
-    assert "(main pid 101) did not report ready (readiness=marker) within 15 s" in str(failure.value)
-    assert "journal lines" in str(failure.value)
+    message = fail(ready_timeout=15)["msg"]
+    assert "(main pid 101) did not report ready (readiness=marker) within 15 s" in message
+    assert "journal lines" in message
 
 
-def test_start_that_brings_no_new_process_fails(systemd) -> None:
+def test_start_that_brings_no_new_process_fails(systemd, fail) -> None:
     systemd.start_works = False
-    with pytest.raises(restart_module.RestartFailed, match="has no new main process"):
-        restart(systemd, ready_timeout=5.0)
+    assert "has no new main process" in fail(ready_timeout=5)["msg"]
 
 
-def test_process_gone_before_the_signal_counts_as_drained(systemd) -> None:
+def test_process_gone_before_the_signal_counts_as_drained(systemd, run) -> None:
     systemd.alive.clear()
-    result = restart(systemd)
+    result = run()
     assert result["signalled"] is False
     assert result["new_pid"] == 101
 
 
-def test_unit_being_stopped_by_someone_else_is_waited_for_not_signalled(systemd) -> None:
+def test_unit_being_stopped_by_someone_else_is_waited_for_not_signalled(systemd, run) -> None:
     systemd.active_state = "deactivating"
     systemd.exit_at[100] = systemd.now + 4
-    result = restart(systemd)
+    result = run()
     assert systemd.signals == []
     assert result["drain_seconds"] == pytest.approx(4.0, abs=0.25)
     assert result["new_pid"] == 101
 
 
-def test_ping_readiness_asks_the_node_as_the_unit_would(systemd, monkeypatch) -> None:
+def test_ping_readiness_asks_the_node_as_the_unit_would(systemd, run, monkeypatch) -> None:
     monkeypatch.setattr(restart_module.socket, "gethostname", lambda: "worker1")
-    result = restart(systemd, readiness="ping")
+    result = run(readiness="ping")
     ping = next(args for args in systemd.commands if args[0] == "systemd-run")
     assert ping == [
         "systemd-run", "--quiet", "--pipe", "--wait", "--collect",
@@ -388,12 +413,19 @@ def test_ping_readiness_asks_the_node_as_the_unit_would(systemd, monkeypatch) ->
         "inspect", "ping", "-d", "default@worker1", "--timeout", "1",
     ]  # fmt: skip
     assert result["new_pid"] == 101
+    assert result["ready_seconds"] == pytest.approx(1.5, abs=0.25)
 
 
-def test_marker_readiness_needs_a_runtime_directory_or_a_path(systemd, monkeypatch) -> None:
+def test_readiness_none_waits_for_a_new_main_pid_only(systemd, run) -> None:
+    systemd.ready_delay = 10_000
+    result = run(readiness="none")
+    assert (result["changed"], result["new_pid"], result["ready_seconds"]) == (True, 101, 0.0)
+    assert not any(args[0] == "systemd-run" for args in systemd.commands)
+
+
+def test_marker_readiness_needs_a_runtime_directory_or_a_path(systemd, fail, monkeypatch) -> None:
     monkeypatch.setattr(FakeSystemd, "show", lambda self: "LoadState=loaded\nActiveState=inactive\nMainPID=0\n")
-    with pytest.raises(restart_module.RestartFailed, match="no RuntimeDirectory"):
-        restart(systemd, marker_path=None)
+    assert "no RuntimeDirectory" in fail()["msg"]
     assert systemd.systemctl_verbs() == [], "a readiness problem must stop the module before it sends anything"
 
 
@@ -406,19 +438,14 @@ def slots(host: FakeHost) -> tuple[FakeSystemd, FakeSystemd]:
     return FakeSystemd(host, UNIT), FakeSystemd(host, SLOT_B, running=False, enabled=False)
 
 
-def hand_over(host: FakeHost, **params: object) -> dict:
-    module = FakeModule(host.units[UNIT], handover_unit="celery-worker-b@default", **{"strategy": "handover", **params})
-    return restart_module.WorkerRestart(module).run()
-
-
 def commands_on(host: FakeHost, unit: str) -> list[str]:
     return [" ".join(args[1:-2]) for args in host.commands if args[-1] == unit and args[1] != "show"]
 
 
-def test_handover_starts_the_other_slot_and_stops_the_old_one_only_once_the_new_one_is_ready(host, slots) -> None:
+def test_handover_starts_the_other_slot_and_stops_the_old_one_only_once_the_new_one_is_ready(host, slots, run) -> None:
     a, b = slots
     a.drain_seconds = 400  # longer than its TimeoutStopSec (5 min): systemd must not kill it either
-    result = hand_over(host, drain_timeout=500.0)
+    result = run(**HANDOVER, drain_timeout=500)
     assert result == {
         "changed": True,
         "unit": SLOT_B,
@@ -443,23 +470,35 @@ def test_handover_starts_the_other_slot_and_stops_the_old_one_only_once_the_new_
     assert [args[1] for args in host.commands].count("daemon-reload") == 2  # drop-in in, drop-in out
 
 
-def test_the_next_handover_goes_back_to_the_first_slot(host, slots) -> None:
+@pytest.mark.usefixtures("slots")
+def test_handover_unit_is_still_accepted_for_other_slot(run) -> None:
+    result = run(handover_unit="celery-worker-b@default", strategy="handover")
+    assert (result["unit"], result["previous_unit"]) == (SLOT_B, UNIT)
+
+
+@pytest.mark.usefixtures("slots")
+def test_handover_needs_the_other_slot(host, fail) -> None:
+    assert fail(strategy="handover")["msg"] == "strategy is handover but all of the following are missing: other_slot"
+    assert host.commands == []
+
+
+def test_the_next_handover_goes_back_to_the_first_slot(slots, run) -> None:
     a, b = slots
-    hand_over(host)
-    result = hand_over(host)
+    run(**HANDOVER)
+    result = run(**HANDOVER)
     assert (result["unit"], result["previous_unit"], result["old_pid"], result["new_pid"]) == (UNIT, SLOT_B, 101, 102)
     assert (a.active_state, a.enabled, b.active_state, b.enabled) == ("active", True, "inactive", False)
 
 
-def test_a_new_slot_that_never_gets_ready_is_stopped_and_the_old_one_keeps_running_untouched(host, slots) -> None:
+def test_a_new_slot_that_never_gets_ready_is_stopped_and_the_old_one_keeps_running_untouched(host, slots, fail) -> None:
     a, b = slots
     b.ready_delay = 10_000
-    with pytest.raises(restart_module.RestartFailed) as failure:
-        hand_over(host, ready_timeout=15.0)
-    message = str(failure.value)
+    message = fail(**HANDOVER, ready_timeout=15)["msg"]
     assert "celery-worker-b@default.service (main pid 101) did not report ready" in message
-    assert "The handover did not happen" in message
-    assert "celery-worker@default.service (main pid 100) keeps running untouched" in message
+    assert message.endswith(
+        "\nThe handover did not happen: celery-worker-b@default.service was stopped again, "
+        "and celery-worker@default.service (main pid 100) keeps running untouched."
+    )
     assert commands_on(host, UNIT) == []
     assert host.signals == [(101, signal.SIGTERM)], "only the new slot is stopped"
     assert not (host.run_root / restart_module.HANDOVER_DROP_IN.replace("%s", UNIT)).exists()
@@ -467,91 +506,90 @@ def test_a_new_slot_that_never_gets_ready_is_stopped_and_the_old_one_keeps_runni
     assert (b.active_state, b.enabled) == ("inactive", False)
 
 
-def test_a_handover_waits_for_an_earlier_old_slot_still_draining(host, slots) -> None:
+def test_a_handover_waits_for_an_earlier_old_slot_still_draining(host, slots, run) -> None:
     _a, b = slots
     b.spawn()
     b.drop_in = True
     b.begin_stop()  # still draining 3 s from an earlier handover
-    result = hand_over(host)
+    result = run(**HANDOVER)
     assert result["unit"] == SLOT_B
     assert result["new_pid"] == 102
     assert commands_on(host, SLOT_B)[:2] == ["start", "enable"]
 
 
-def test_a_handover_fails_clearly_when_the_earlier_old_slot_drains_past_the_deadline(host, slots) -> None:
+def test_a_handover_fails_clearly_when_the_earlier_old_slot_drains_past_the_deadline(host, slots, fail) -> None:
     a, b = slots
     b.spawn()
     b.drain_seconds = 600
     b.drop_in = True
     b.begin_stop()
-    with pytest.raises(restart_module.RestartFailed) as failure:
-        hand_over(host, drain_timeout=30.0)
-    message = str(failure.value)
-    assert "celery-worker-b@default.service (main pid 101) is still finishing its tasks 30 s after SIGTERM" in message
-    assert "from an earlier handover" in message
-    assert "Nothing was killed" in message
+    assert fail(**HANDOVER, drain_timeout=30)["msg"] == (
+        "celery-worker-b@default.service (main pid 101) is still finishing its tasks 30 s after SIGTERM, "
+        "from an earlier handover; it must finish before the next handover (drain_timeout=30.0). "
+        "Nothing was killed: it keeps draining. Wait, raise drain_timeout, or set kill_after to kill what is left "
+        "(its tasks then run again)."
+    )
     assert commands_on(host, UNIT) == []
     assert commands_on(host, SLOT_B) == []
     assert (a.main, a.active_state) == (100, "active")
 
 
-def test_both_slots_running_is_refused(host, slots) -> None:
+def test_both_slots_running_is_refused(host, slots, fail) -> None:
     _a, b = slots
     b.spawn()
-    with pytest.raises(restart_module.RestartFailed, match="both slots of the instance run"):
-        hand_over(host)
+    assert "both slots of the instance run" in fail(**HANDOVER)["msg"]
     assert host.signals == []
 
 
-def test_kill_after_kills_what_is_left_of_the_old_slot(host, slots) -> None:
+def test_kill_after_kills_what_is_left_of_the_old_slot(host, slots, run) -> None:
     a, _b = slots
     a.drain_seconds = 600
-    result = hand_over(host, kill_after=20.0, drain_timeout=30.0)
+    result = run(**HANDOVER, kill_after=20, drain_timeout=30)
     assert result["killed"] is True
     assert result["drain_seconds"] == pytest.approx(20.0, abs=0.5)
     assert "kill --kill-whom=all --signal=SIGKILL" in commands_on(host, UNIT)
 
 
-def test_an_old_slot_draining_past_drain_timeout_fails_after_the_handover(host, slots) -> None:
+def test_an_old_slot_draining_past_drain_timeout_fails_after_the_handover(slots, fail) -> None:
     a, b = slots
     a.drain_seconds = 600
-    with pytest.raises(restart_module.RestartFailed) as failure:
-        hand_over(host, drain_timeout=30.0)
-    assert "after the handover to celery-worker-b@default.service" in str(failure.value)
+    assert "after the handover to celery-worker-b@default.service" in fail(**HANDOVER, drain_timeout=30)["msg"]
     assert (b.active_state, b.enabled, a.active_state, a.enabled) == ("active", True, "deactivating", False)
     assert not a.sigkilled
 
 
-def test_state_started_leaves_the_running_current_slot_alone(host, slots) -> None:
-    result = hand_over(host, state="started")
+@pytest.mark.usefixtures("slots")
+def test_state_started_leaves_the_running_current_slot_alone(host, run) -> None:
+    result = run(**HANDOVER, state="started")
     assert (result["changed"], result["unit"], result["old_pid"]) == (False, UNIT, 100)
     assert [args[1] for args in host.commands if args[1] != "show"] == []
 
 
-def test_state_started_enables_exactly_the_current_slot(host, slots) -> None:
+def test_state_started_enables_exactly_the_current_slot(slots, run) -> None:
     a, b = slots
     a.enabled = False
     a.stop()
-    result = hand_over(host, state="started")
+    result = run(**HANDOVER, state="started")
     assert (result["changed"], result["unit"], result["new_pid"]) == (True, UNIT, 101)
     assert (a.active_state, a.enabled, b.enabled) == ("active", True, False)
 
 
-def test_drain_with_two_slots_restarts_the_current_slot_in_place(host, slots) -> None:
-    hand_over(host)
-    result = hand_over(host, strategy="drain")
+@pytest.mark.usefixtures("slots")
+def test_drain_with_two_slots_restarts_the_current_slot_in_place(host, run) -> None:
+    run(**HANDOVER)
+    result = run(other_slot="celery-worker-b@default", strategy="drain")
     assert (result["unit"], result["previous_unit"], result["old_pid"], result["new_pid"]) == (SLOT_B, None, 101, 102)
     assert host.units[UNIT].active_state == "inactive"
 
 
-def test_check_mode_handover_reports_a_change_and_sends_nothing(host, slots) -> None:
-    module = FakeModule(host.units[UNIT], check_mode=True, handover_unit=SLOT_B, strategy="handover")
-    result = restart_module.WorkerRestart(module).run()
+@pytest.mark.usefixtures("slots")
+def test_check_mode_handover_reports_a_change_and_sends_nothing(host, run) -> None:
+    result = run(**HANDOVER, _ansible_check_mode=True)
     assert (result["changed"], result["unit"], result["previous_unit"]) == (True, SLOT_B, UNIT)
     assert [args[1] for args in host.commands if args[1] != "show"] == []
     assert host.signals == []
 
 
-def test_a_marker_path_cannot_serve_two_slots(host, slots) -> None:
-    with pytest.raises(restart_module.RestartFailed, match="each slot has its own readiness marker"):
-        hand_over(host, marker_path="/run/x")
+@pytest.mark.usefixtures("slots")
+def test_a_marker_path_cannot_serve_two_slots(fail) -> None:
+    assert "each slot has its own readiness marker" in fail(**HANDOVER, marker_path="/run/x")["msg"]
