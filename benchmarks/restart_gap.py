@@ -84,7 +84,7 @@ def restart_with_module(host: str, strategy: str = "drain") -> dict[str, float]:
     command = [
         "ansible", "all", "-i", f"{host},", "-c", "community.docker.docker",
         "-m", "reliable.celery.celery_worker_restart",
-        "-a", f"name={first} handover_unit={second} strategy={strategy}",
+        "-a", f"name={first} other_slot={second} strategy={strategy}",
     ]  # fmt: skip
     output = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
     result = json.loads(output)["plays"][0]["tasks"][0]["hosts"][host]

@@ -427,7 +427,13 @@ class WorkerRestart:
     def drain_timeout(self, state):
         if self.params["drain_timeout"] is not None:
             return self.params["drain_timeout"]
-        stop_timeout = state.stop_timeout
+        try:
+            stop_timeout = state.stop_timeout
+        except ValueError:
+            raise RestartFailed(
+                "%s has a TimeoutStopSec this module cannot read (%r): set drain_timeout (seconds to wait for "
+                "running tasks)" % (state.unit, state.timeout_stop)
+            ) from None
         if stop_timeout is None:
             raise RestartFailed(
                 "%s has no TimeoutStopSec to drain within: set drain_timeout (seconds to wait for running tasks)"

@@ -142,6 +142,7 @@ def test_repeated_keys_keep_every_line() -> None:
         ("1h 30min", 5400.0),
         ("500ms", 0.5),
         ("1min 30s", 90.0),
+        ("1month 1y", 2629800.0 + 31557600.0),
         ("90", 90.0),
         ("infinity", None),
         ("", None),

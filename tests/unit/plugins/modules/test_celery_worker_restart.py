@@ -297,6 +297,12 @@ def test_a_unit_without_stop_timeout_needs_an_explicit_drain_timeout(systemd, fa
     assert systemd.signals == []
 
 
+def test_a_stop_timeout_the_module_cannot_read_fails_clearly_before_any_signal(systemd, fail) -> None:
+    systemd.timeout_stop = "5 fortnights"
+    assert "TimeoutStopSec this module cannot read ('5 fortnights')" in fail()["msg"]
+    assert systemd.signals == []
+
+
 @pytest.mark.parametrize("option", ["drain_timeout", "ready_timeout", "kill_after"])
 def test_seconds_must_be_positive(systemd, fail, option: str) -> None:
     assert fail(**{option: 0})["msg"] == f"{option} must be a positive number of seconds, got 0.0"
