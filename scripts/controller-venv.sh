@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the controller venv (Python >= 3.12, pinned tools) and the third-party collections
-# molecule needs, without Galaxy: they are unpacked from the `ansible` wheel on PyPI.
-# Prints nothing and exits fast when the venv for the current pins is complete.
+# Builds the controller venvs and the third-party collections molecule needs, without Galaxy
+# (they are unpacked from the `ansible` wheel on PyPI): the toolchain (Python >= 3.12, pinned
+# tools) and the floor (the oldest ansible-core the collection claims, requirements-floor.txt).
+# Prints nothing and exits fast when the venvs for the current pins are complete.
 # `controller-venv.sh --relock` resolves requirements-dev.txt afresh in a scratch venv and
 # rewrites requirements-dev.lock from it (after changing a pin).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -46,25 +47,35 @@ if [[ "${1:-}" == "--relock" ]]; then
   exit 0
 fi
 
-venv="$(controller_venv_dir)"
-[[ -f "$venv/.complete" ]] && exit 0
+# build_venv KIND PYTHON PIP-ARGS...: the venv with the bundled collections, unless complete.
+build_venv() {
+  local kind="$1" python="$2"
+  shift 2
+  venv="$(controller_venv_dir "$kind")"
+  [[ -f "$venv/.complete" ]] && return 0
+  log "Building the $kind venv $venv with $("$python" --version)"
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+  pip_log="$venv/pip.log"
+  pip install "$@"
 
-log "Building controller venv $venv with $("$python" --version)"
-rm -rf "$venv"
-"$python" -m venv "$venv"
-pip_log="$venv/pip.log"
-pip install -r "$REPO_ROOT/requirements-dev.txt" -c "$REPO_ROOT/requirements-dev.lock"
-
-wheel_dir="$(mktemp -d)"
-trap 'rm -rf "$wheel_dir"' EXIT
-log "Unpacking ${BUNDLED_COLLECTIONS[*]} from ansible==$ANSIBLE_BUNDLE_VERSION"
-pip download --no-deps --dest "$wheel_dir" "ansible==$ANSIBLE_BUNDLE_VERSION"
-patterns=()
-for collection in "${BUNDLED_COLLECTIONS[@]}"; do patterns+=("ansible_collections/$collection/*"); done
-"$venv/bin/python" - "$wheel_dir"/ansible-*.whl "$venv/collections" "${patterns[@]}" <<'PY'
+  local wheel_dir patterns=() collection
+  wheel_dir="$(mktemp -d)"
+  log "Unpacking ${BUNDLED_COLLECTIONS[*]} from ansible==$ANSIBLE_BUNDLE_VERSION"
+  # The wheel holds only data; its Requires-Python (>= 3.12) does not matter for unpacking.
+  pip download --no-deps --only-binary=:all: --python-version 3.12 --dest "$wheel_dir" "ansible==$ANSIBLE_BUNDLE_VERSION"
+  for collection in "${BUNDLED_COLLECTIONS[@]}"; do patterns+=("ansible_collections/$collection/*"); done
+  "$venv/bin/python" - "$wheel_dir"/ansible-*.whl "$venv/collections" "${patterns[@]}" <<'PY'
 import fnmatch, sys, zipfile
 wheel, dest, *patterns = sys.argv[1:]
 with zipfile.ZipFile(wheel) as zf:
     zf.extractall(dest, [n for n in zf.namelist() if any(fnmatch.fnmatch(n, p) for p in patterns)])
 PY
-touch "$venv/.complete"
+  rm -rf "$wheel_dir"
+  touch "$venv/.complete"
+}
+
+build_venv toolchain "$python" -r "$REPO_ROOT/requirements-dev.txt" -c "$REPO_ROOT/requirements-dev.lock"
+# The oldest claimed ansible-core runs on the hosts' Python (Debian 12's 3.11) as well.
+floor_python="$(command -v python3.11 || command -v /usr/bin/python3)"
+build_venv floor "$floor_python" -r "$REPO_ROOT/requirements-floor.txt" -c "$REPO_ROOT/requirements-floor.lock"

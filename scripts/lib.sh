@@ -10,9 +10,15 @@ TESTHOST_IMAGE_REPO="reliable-celery-testhost"
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
 
-# The controller venv is keyed by what goes into it, so a changed pin builds a new one.
+# The controller venvs are keyed by what goes into them, so a changed pin builds a new one:
+# the toolchain (default) or the oldest ansible-core the collection claims (floor).
 controller_venv_dir() {
-  local digest
+  local kind="${1:-toolchain}" digest
+  if [[ "$kind" == floor ]]; then
+    digest="$(cat "$REPO_ROOT/requirements-floor.txt" "$REPO_ROOT/scripts/controller-venv.sh" | sha256sum | cut -c1-12)"
+    printf '%s/venv-floor-%s' "$CACHE_DIR" "$digest"
+    return
+  fi
   digest="$(cat "$REPO_ROOT/requirements-dev.txt" "$REPO_ROOT/requirements-dev.lock" \
     "$REPO_ROOT/scripts/controller-venv.sh" | sha256sum | cut -c1-12)"
   printf '%s/venv-%s' "$CACHE_DIR" "$digest"
@@ -20,9 +26,10 @@ controller_venv_dir() {
 
 # Everything a test or demo step needs in its environment: venv tools first in PATH,
 # this checkout as the collection reliable.celery, the bundled third-party collections.
+# `activate_toolchain floor` takes the oldest claimed ansible-core instead.
 activate_toolchain() {
   local venv
-  venv="$(controller_venv_dir)"
+  venv="$(controller_venv_dir "${1:-toolchain}")"
   [[ -f "$venv/.complete" ]] || die "controller venv missing: run scripts/controller-venv.sh (or make venv)"
   # Ansible's own state (tmp, galaxy cache, what ansible-lint installs) stays in this checkout,
   # where this checkout is linked as the collection reliable.celery.

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs molecule scenarios on the local systemd test hosts: every scenario by default, or the
 # ones named (e.g. scripts/molecule.sh testhost). Extra molecule arguments after `--`.
+# FLOOR_SCENARIOS run with the oldest ansible-core meta/runtime.yml claims (the floor venv), the
+# others with the toolchain's.
 # One scenario runs in the foreground; several run MOLECULE_JOBS at a time (default 2, longest
 # first: their hosts mostly wait on apt, pip and Celery), each logging to
 # .cache/molecule-logs/SCENARIO.log, whose tail is printed when the scenario fails.
@@ -20,6 +22,18 @@ if ((${#scenarios[@]} == 0)); then
   done
 fi
 ((${#scenarios[@]})) || die "no molecule scenarios found under molecule/"
+FLOOR_SCENARIOS=(site)
+
+# molecule_test SCENARIO ARGS...: `molecule test` with the ansible-core the scenario runs on.
+molecule_test() {
+  local scenario="$1"
+  shift
+  if [[ " ${FLOOR_SCENARIOS[*]} " == *" $scenario "* ]]; then
+    (activate_toolchain floor && log "scenario $scenario on $(ansible --version | head -1)" && molecule test -s "$scenario" "$@")
+  else
+    molecule test -s "$scenario" "$@"
+  fi
+}
 
 # The example app's wheels, for the scenarios that deploy examples/inventory's group_vars.
 RELIABLE_CELERY_EXAMPLE_WHEELHOUSE="$(scripts/example-wheelhouse.sh)"
@@ -27,7 +41,7 @@ export RELIABLE_CELERY_EXAMPLE_WHEELHOUSE
 
 if ((${#scenarios[@]} == 1)); then
   start=$SECONDS
-  molecule test -s "${scenarios[0]}" "$@"
+  molecule_test "${scenarios[0]}" "$@"
   log "scenario ${scenarios[0]} passed in $((SECONDS - start)) s"
   exit 0
 fi
@@ -37,7 +51,7 @@ mkdir -p "$logs"
 run_scenario() {
   local scenario="$1" start=$SECONDS
   shift
-  if molecule test -s "$scenario" "$@" >"$logs/$scenario.log" 2>&1; then
+  if molecule_test "$scenario" "$@" >"$logs/$scenario.log" 2>&1; then
     log "scenario $scenario passed in $((SECONDS - start)) s"
     touch "$logs/$scenario.passed"
   else
