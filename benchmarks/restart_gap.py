@@ -33,6 +33,8 @@ REDELIVERY_SETTLE_SECONDS = 200
 WORKER_ENV = [
     "systemd-run", "--quiet", "--pipe", "--wait", "--collect", "-p", "User=celery",
     "-p", "EnvironmentFile=/etc/celery/worker.env", "-p", "EnvironmentFile=/etc/celery/worker-instances/default.env",
+    "-p", "LoadCredential=broker_url:/etc/celery/credentials/worker/broker_url",
+    "-p", "LoadCredential=result_backend:/etc/celery/credentials/worker/result_backend",
 ]  # fmt: skip
 SEND = """
 import json, sys

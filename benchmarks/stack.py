@@ -52,6 +52,8 @@ User=celery
 Group=celery
 EnvironmentFile=/etc/celery/worker.env
 EnvironmentFile=/etc/celery/worker-instances/default.env
+LoadCredential=broker_url:/etc/celery/credentials/worker/broker_url
+LoadCredential=result_backend:/etc/celery/credentials/worker/result_backend
 Environment=STATE_DIRECTORY=/var/lib/celery/worker-default
 RuntimeDirectory=celery-official
 LogsDirectory=celery-official

@@ -83,15 +83,20 @@ CONFIG_DIR = "/etc/celery"
 RELEASES_DIR = "/opt/celery/releases"
 
 
+# The worker's systemd credentials (every scenario sets a broker and a result backend).
+CREDENTIALS = ("broker_url", "result_backend")
+
+
 def in_worker_environment(instance: str, argv: list[str]) -> str:
-    """A command line running `argv` as the service user with the instance's environment files,
-    read by systemd exactly as the unit reads them."""
+    """A command line running `argv` as the service user with the instance's environment files and
+    credentials, read by systemd exactly as the unit reads them."""
     return shlex.join(
         [
             "systemd-run", "--quiet", "--pipe", "--wait", "--collect",
             "-p", "User=celery",
             "-p", f"EnvironmentFile={CONFIG_DIR}/worker.env",
             "-p", f"EnvironmentFile={CONFIG_DIR}/worker-instances/{instance}.env",
+            *(f"--property=LoadCredential={name}:{CONFIG_DIR}/credentials/worker/{name}" for name in CREDENTIALS),
             *argv,
         ]
     )  # fmt: skip

@@ -36,7 +36,7 @@ def celery_url(url, variable, kind="broker"):
         raise AnsibleFilterError(f"{variable} must be a string, got {type(url).__name__}")
     if _CONTROL.search(url):
         raise AnsibleFilterError(f"{variable} must be one line without control characters")
-    scheme, separator, _ = url.partition("://")
+    scheme, separator, _rest = url.partition("://")
     if not separator or not _SCHEME.match(scheme):
         raise AnsibleFilterError(f"{variable} must be a URL, SCHEME://... {example}")
     scheme = scheme.lower()

@@ -160,6 +160,17 @@ def exec_start_argv(value):
     return value[start + len(marker) : end if end >= 0 else None].split()
 
 
+def load_credentials(unit_text):
+    """The ``LoadCredential=`` values of a unit as ``systemctl cat`` prints it (its file and
+    drop-ins, in order; an empty assignment resets the list). ``systemctl show`` cannot print them."""
+    values = []
+    for line in unit_text.splitlines():
+        key, separator, value = line.strip().partition("=")
+        if separator and key == "LoadCredential":
+            values = [*values, value] if value else []
+    return values
+
+
 def environment_files(value):
     """Paths of an ``EnvironmentFiles`` property (``/etc/x.env (ignore_errors=no)`` per line)."""
     return [line.split(" (")[0] for line in value.splitlines() if line.strip()]

@@ -91,7 +91,7 @@ options:
       - V(marker) waits for the readiness marker the worker writes from its C(worker_ready) signal, naming the new
         main pid.
       - V(ping) waits until C(celery inspect ping) to the worker's node answers, run as the unit's user with its
-        environment files.
+        environment files and credentials (C(LoadCredential=)).
       - V(none) only waits for a new main pid.
     type: str
     choices: [marker, ping, none]
@@ -566,6 +566,11 @@ class WorkerRestart:
                 command += ["-p", "%s=%s" % (name, value)]
         for path in state.environment_files:
             command += ["-p", "EnvironmentFile=%s" % path]
+        rc, unit_text, err = self.module.run_command([self.systemctl, "cat", "--", state.unit])
+        if rc != 0:
+            raise RestartFailed("systemctl cat %s failed (rc=%d): %s" % (state.unit, rc, err.strip()))
+        for credential in _systemd.load_credentials(unit_text):
+            command += ["-p", "LoadCredential=%s" % credential]
         command += [*argv[: argv.index("worker")], "inspect", "ping", "-d", node, "--timeout", "1"]
 
         def node_answers(_pid):

@@ -103,15 +103,15 @@ BROKER_CASES = {
         "must be the only address",
     ),
     "broker: guest as the rabbitmq user": (
-        {"celery_broker_type": "rabbitmq", "celery_broker_user": "guest"},
-        "celery_broker_user not guest",
+        {"celery_broker_type": "rabbitmq", "celery_broker_rabbitmq_user": "guest"},
+        "celery_broker_rabbitmq_user not guest",
     ),
     "broker: rabbitmq user with a colon": (
-        {"celery_broker_type": "rabbitmq", "celery_broker_user": "celery:admin"},
-        "celery_broker_user and celery_broker_vhost must be 1-64 letters",
+        {"celery_broker_type": "rabbitmq", "celery_broker_rabbitmq_user": "celery:admin"},
+        "celery_broker_rabbitmq_user and celery_broker_rabbitmq_vhost must be 1-64 letters",
     ),
     "broker: default vhost /": (
-        {"celery_broker_type": "rabbitmq", "celery_broker_vhost": "/"},
+        {"celery_broker_type": "rabbitmq", "celery_broker_rabbitmq_vhost": "/"},
         "got user celery, vhost /",
     ),
     "broker: zero max task seconds": (
@@ -173,7 +173,7 @@ FLOWER_CASES = {
     "flower: privileged port": ({"celery_flower_port": 80}, "celery_flower_port 1024-65535"),
     "flower: host name as address": (
         {"celery_flower_address": "flower.example.com"},
-        "must be an IPv4 or IPv6 address",
+        "celery_flower_address must be an IP address",
     ),
     "flower: managed option": ({"celery_flower_options": {"basic_auth": "x:y"}}, "refused: basic_auth"),
     "flower: unpinned version": ({"celery_flower_version": "latest"}, "must be exact versions"),

@@ -6,7 +6,7 @@ import hashlib
 import json
 
 import pytest
-from conftest import call_task, celery, current_node, current_unit, journal
+from conftest import call_task, celery, current_node, current_unit, in_worker_environment, journal
 
 # (instance, app pattern): "default" runs the Django-pattern app (config_from_object), "reports"
 # the app that sets its own settings with conf.update; both set the unsafe values on purpose.
@@ -89,10 +89,14 @@ def test_long_task_with_arguments(host) -> None:
 
 def test_failing_task_reports_its_error_and_the_worker_keeps_running(host) -> None:
     result = host.run(
-        "systemd-run --quiet --pipe --wait --collect -p User=celery "
-        "-p EnvironmentFile=/etc/celery/worker.env -p EnvironmentFile=/etc/celery/worker-instances/default.env "
-        "/opt/celery/current/bin/python -c "
-        '\'from reliable_celery_app import app; app.send_task("example.fail", args=["boom-42"]).get(timeout=60)\''
+        in_worker_environment(
+            "default",
+            [
+                "/opt/celery/current/bin/python",
+                "-c",
+                'from reliable_celery_app import app; app.send_task("example.fail", args=["boom-42"]).get(timeout=60)',
+            ],
+        )
     )
     assert result.rc != 0
     assert "RuntimeError: boom-42" in result.stderr
@@ -101,7 +105,7 @@ def test_failing_task_reports_its_error_and_the_worker_keeps_running(host) -> No
 
 def test_environment_values_reach_the_worker_unchanged(host) -> None:
     """Quotes, backslashes and dollars in celery_worker_environment survive the environment file."""
-    expected = 'tok-"quoted"-\\back-$HOME-Broker-Secret-7f3a-0d2c9e'
+    expected = 'tok-"quoted"-\\back-$HOME-App-Token-51d0c7'
     digest = call_task(host, "example.environment_digest", ["EXAMPLE_API_TOKEN"])
     assert digest == hashlib.sha256(expected.encode()).hexdigest()
 

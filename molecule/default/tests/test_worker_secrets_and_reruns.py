@@ -1,11 +1,12 @@
-"""Secrets stay in the 0640 environment file; re-runs and check mode change and restart nothing."""
+"""Secrets stay in root-only systemd credentials; re-runs and check mode change and restart nothing."""
 
 from __future__ import annotations
 
 import pytest
-from conftest import MANAGED_PATHS, current_unit, fingerprint, main_pid, recap, run_playbook, scenario_file
+from conftest import MANAGED_PATHS, celery, current_unit, fingerprint, main_pid, recap, run_playbook, scenario_file
 
 SECRET = "Broker-Secret-7f3a-0d2c9e"  # noqa: S105 - the test broker's password, looked for where it must not be
+APP_SECRET = "App-Token-51d0c7"  # noqa: S105 - in celery_worker_environment (converge.yml)
 INSTANCES = ["default", "reports"]
 
 
@@ -14,23 +15,45 @@ def main_pids(host) -> dict[str, int]:
     return {name: main_pid(host, current_unit(host, name)) for name in INSTANCES}
 
 
-def test_secret_is_in_the_environment_file_only(host) -> None:
-    assert host.file("/etc/celery/worker.env").contains(SECRET)
-    assert host.run("runuser -u nobody -- cat /etc/celery/worker.env").rc != 0
+def test_secret_is_in_the_root_only_credential_files_only(host) -> None:
+    credentials = "/etc/celery/credentials/worker"
+    for path, mode in (("/etc/celery/credentials", 0o700), (credentials, 0o700), (f"{credentials}/broker_url", 0o600)):
+        assert (host.file(path).user, host.file(path).group, host.file(path).mode) == ("root", "root", mode), path
     unit_files = host.run(f"grep -rl -- {SECRET} /etc/systemd /run/systemd /lib/systemd").stdout
     assert unit_files == "", f"the broker password is in unit files: {unit_files}"
-    settings = host.run(f"grep -rl -- {SECRET} /etc/celery /opt/celery /var/lib/celery").stdout.split()
-    assert settings == ["/etc/celery/worker.env"]
+    found = host.run(f"grep -rl -- {SECRET} /etc/celery /opt/celery /var/lib/celery").stdout.split()
+    assert sorted(found) == [f"{credentials}/broker_url", f"{credentials}/result_backend"]
 
 
-def test_secret_is_not_in_process_arguments(host) -> None:
+def test_secret_is_in_no_process_environment_argument_unit_property_or_journal(host, main_pids) -> None:
+    """Main processes and pool children alike: the URLs reach the worker as credentials only."""
+    pids = host.check_output("pgrep -u celery").split()
+    assert len(pids) >= 4, f"expected the main processes and their pool children, got {pids}"
+    for pid in pids:
+        environ = host.run(f"cat /proc/{pid}/environ")
+        assert environ.rc == 0, f"cannot read {pid}'s environment"
+        assert "RELIABLE_CELERY_SETTINGS" in environ.stdout, f"{pid} is not a worker process"
+        assert SECRET not in environ.stdout, f"the broker password is in the environment of pid {pid}"
     assert SECRET not in host.check_output("ps -eo args --no-headers")
+    units = host.check_output("systemctl list-units --all --plain --no-legend 'celery-worker*' | cut -d' ' -f1").split()
+    for unit in units:
+        assert SECRET not in host.check_output(f"systemctl show {unit}") + host.check_output(f"systemctl cat {unit}")
+    assert SECRET not in host.check_output("journalctl --no-pager -u 'celery-worker*'")
+
+
+@pytest.mark.parametrize("command", [["inspect", "conf"], ["inspect", "stats"]])
+def test_secret_is_not_in_what_celery_reports(host, command: list[str]) -> None:
+    result = celery(host, "default", *command, "--timeout", "5")
+    assert result.rc == 0, result.stderr
+    assert "broker" in result.stdout, result.stdout[-2000:]
+    assert SECRET not in result.stdout + result.stderr
 
 
 def test_verbose_rerun_shows_no_secret_changes_nothing_and_restarts_nothing(host, main_pids) -> None:
     result = run_playbook(scenario_file("converge.yml"), "-v")
     assert result.returncode == 0, result.stdout[-5000:]
     assert SECRET not in result.stdout + result.stderr
+    assert APP_SECRET not in result.stdout + result.stderr
     assert recap(result, host.backend.get_hostname())["changed"] == 0, result.stdout[-5000:]
     assert {name: main_pid(host, current_unit(host, name)) for name in INSTANCES} == main_pids
 

@@ -86,7 +86,7 @@ def test_unit_scores_low_exposure(host, prefix: str) -> None:
     output = host.check_output(f"systemd-analyze security --no-pager {prefix}default.service")
     exposure = float(re.search(r"Overall exposure level for \S+: (\d+\.\d+)", output).group(1))
     print(f"systemd-analyze security {prefix}default.service: {exposure}")
-    assert exposure <= 2.0, output
+    assert exposure <= 1.2, output
 
 
 def test_service_user(host) -> None:

@@ -13,8 +13,8 @@ from conftest import call_task, journal, main_pid, send_tasks, starts_and_ends, 
 INSTANCES = ["default", "second"]
 # examples/inventory/group_vars: the longest task (300 s) + the default margin (60 s).
 EXPECTED_CONSUMER_TIMEOUT_MS = (300 + 0 + 60) * 1000
-# A task whose worker dies is back on another consumer this fast (DESIGN.md fact 3: RabbitMQ
-# requeues when the connection drops); Redis would wait for its visibility timeout (minutes).
+# A task whose worker dies is back on another consumer this fast (RabbitMQ requeues when the
+# connection drops, docs/delivery.md); Redis would wait for its visibility timeout (minutes).
 REDELIVERY_BOUND_SECONDS = 10
 
 AMQP_LOGIN = """

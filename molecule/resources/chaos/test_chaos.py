@@ -1,4 +1,4 @@
-"""Zero lost tasks under faults (issue 6): while tasks of 0.1-30 s run, inject graceful restarts
+"""Zero lost tasks under faults: while tasks of 0.1-30 s run, inject graceful restarts
 (handler and playbooks/restart.yml), SIGKILLs of a worker's main process and of a pool child, a
 broker restart and a reboot of a worker host. The verdict per task comes from the example app's
 own record of starts and ends on the workers, not from the result backend.

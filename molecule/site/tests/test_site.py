@@ -4,6 +4,7 @@ that keeps queued tasks, the roles included from someone else's playbook."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import time
 from pathlib import Path
@@ -220,3 +221,69 @@ def test_restart_playbook_rolls_every_worker_host_by_host(fleet) -> None:
     assert start_times == sorted(start_times), after
     [result] = task_results(fleet[WORKER1], send_tasks(fleet[WORKER1], [("example.add", [1, 2], "celery")]))
     assert result["result"] == 3
+
+
+# The processes of the collection's service users (celery for workers and beat, celery-flower).
+SERVICE_PIDS = "ps -eo pid=,user:32= | awk '$2 ~ /^celery(-flower)?$/ {print $1}'"
+
+
+@pytest.mark.parametrize("name", [BROKER, WORKER1, WORKER2, BEAT])
+def test_no_secret_in_a_service_environment_argument_unit_or_journal(fleet, name: str) -> None:
+    """Workers (main and pool processes), beat and Flower get the broker URL and Flower's users as
+    systemd credentials: no password in /proc/*/environ, ps, systemctl show/cat or the journal."""
+    host = fleet[name]
+    pids = host.check_output(SERVICE_PIDS).split()
+    assert pids, f"no service process on {name}"
+    for pid in pids:
+        environ = host.run(f"cat /proc/{pid}/environ")
+        assert environ.rc == 0, f"cannot read the environment of {pid}"
+        for secret in (BROKER_PASSWORD, FLOWER_PASSWORD):
+            assert secret not in environ.stdout, f"a password is in the environment of {pid} on {name}"
+    units = host.check_output("systemctl list-units --all --plain --no-legend 'celery-*' | cut -d' ' -f1").split()
+    assert units, f"no celery unit on {name}"
+    seen = host.check_output("ps -eo args --no-headers") + host.check_output("journalctl --no-pager -u 'celery-*'")
+    for unit in units:
+        seen += host.check_output(f"systemctl show {unit}") + host.check_output(f"systemctl cat {unit}")
+    for secret in (BROKER_PASSWORD, FLOWER_PASSWORD):
+        assert secret not in seen, f"a password is in ps, the journal or a unit's properties on {name}"
+
+
+FLOWER_BODY = """
+import sys, urllib.request, base64
+request = urllib.request.Request(sys.argv[1])
+request.add_header("Authorization", "Basic " + base64.b64encode(sys.stdin.read().encode()).decode())
+with urllib.request.urlopen(request, timeout=10) as response:
+    print(response.read().decode())
+"""
+
+
+@pytest.mark.parametrize("page", ["api/workers", "broker", "workers"])
+def test_flower_shows_no_broker_password(fleet, page: str) -> None:
+    url = f"http://127.0.0.1:5555/flower/{page}"
+    command = (
+        f"printf %s {shlex.quote(f'{FLOWER_USER}:{FLOWER_PASSWORD}')} | python3 -c {shlex.quote(FLOWER_BODY)} {url}"
+    )
+    body = fleet[BROKER].check_output(command)
+    assert "rc-site-" in body or "redis" in body, body[:2000]
+    assert BROKER_PASSWORD not in body
+
+
+# systemd-analyze security's exposure (0-10) as --threshold takes it (x10): what the units score
+# on Debian 12 today (roles/celery_worker/README.md).
+EXPOSURE_THRESHOLD = 12
+
+
+@pytest.mark.parametrize(
+    ("name", "unit"),
+    [
+        (WORKER1, "celery-worker@default.service"),
+        (WORKER1, "celery-worker-b@default.service"),
+        (BEAT, "celery-beat.service"),
+        (BROKER, "celery-flower.service"),
+    ],
+)
+def test_every_unit_passes_the_exposure_gate(fleet, name: str, unit: str) -> None:
+    result = fleet[name].run(f"systemd-analyze security --no-pager --threshold={EXPOSURE_THRESHOLD} {unit}")
+    exposure = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    print(f"systemd-analyze security {unit}: {exposure.group(1) if exposure else '?'}")
+    assert result.rc == 0, result.stdout[-3000:]

@@ -62,12 +62,14 @@ def test_sigterm_to_main_pid_reaches_only_that_process_and_systemd_restarts_it(h
     assert new_pid != main_pid, journal(host, PROBE)
 
 
-def test_systemd_analyze_security_scores_units(host) -> None:
-    result = host.run(f"systemd-analyze security --no-pager {PROBE}")
+def test_the_exposure_gate_fails_a_unit_above_its_threshold(host) -> None:
+    """The gate the scenarios apply to the collection's units (--threshold) can fail."""
+    result = host.run(f"systemd-analyze security --no-pager --threshold=100 {PROBE}")
     assert result.rc == 0, result.stderr
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
     assert match, result.stdout
-    assert 0.0 < float(match.group(1)) <= 10.0
+    below = round(float(match.group(1)) * 10) - 1
+    assert host.run(f"systemd-analyze security --no-pager --threshold={below} {PROBE}").rc != 0
 
 
 CREDENTIAL_UNIT = """[Service]

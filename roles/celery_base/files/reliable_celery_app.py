@@ -1,16 +1,17 @@
-"""Celery app wrapper installed by the reliable.celery collection (role celery_worker).
+"""Celery app wrapper installed by the reliable.celery collection into every release.
 
-The worker unit runs ``celery -A reliable_celery_app worker``. This module:
+The units run ``celery -A reliable_celery_app worker|beat|flower``. This module:
 
-- imports the app object named by ``RELIABLE_CELERY_APP`` (``package.module:attribute``);
+- imports the app object named by ``RELIABLE_CELERY_APP`` (``package.module:attribute``), or
+  makes a bare Celery app when there is none (Flower needs no app code);
 - applies the settings in the JSON file named by ``RELIABLE_CELERY_SETTINGS`` with
   ``app.conf.update``, which wins over ``config_from_object`` (the Django pattern) and over
   what the app set itself; ``celery --config`` would be silently ignored in that case;
+- sets ``broker_url`` and ``result_backend`` from the systemd credentials of the same names
+  (``$CREDENTIALS_DIRECTORY``, ``LoadCredential=``): the passwords in them never enter the
+  environment, which every process a task starts would inherit;
 - writes ``$RUNTIME_DIRECTORY/ready`` (the pid, node name and time) when the worker is ready to
   consume, and sends ``READY=1`` to ``$NOTIFY_SOCKET`` when systemd provides one.
-
-Broker and result backend URLs come from ``CELERY_BROKER_URL``/``CELERY_RESULT_BACKEND`` in the
-environment file, which Celery prefers over any configured value.
 """
 
 from __future__ import annotations
@@ -22,16 +23,32 @@ import socket
 import time
 from pathlib import Path
 
+from celery import Celery
 from celery.signals import worker_ready
+
+CREDENTIAL_SETTINGS = ("broker_url", "result_backend")
 
 
 def _load_app():
+    if not os.environ.get("RELIABLE_CELERY_APP"):
+        return Celery()
     module_name, _, attribute = os.environ["RELIABLE_CELERY_APP"].partition(":")
     return getattr(importlib.import_module(module_name), attribute)
 
 
+def _settings():
+    path = os.environ.get("RELIABLE_CELERY_SETTINGS")
+    settings = json.loads(Path(path).read_text()) if path else {}
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    for name in CREDENTIAL_SETTINGS:
+        credential = Path(credentials, name) if credentials else None
+        if credential is not None and credential.is_file():
+            settings[name] = credential.read_text().strip()
+    return settings
+
+
 app = _load_app()
-app.conf.update(json.loads(Path(os.environ["RELIABLE_CELERY_SETTINGS"]).read_text()))
+app.conf.update(_settings())
 
 
 def _notify_systemd(message: str) -> None:

@@ -164,3 +164,12 @@ def test_exec_start_argv() -> None:
     )
     assert _systemd.exec_start_argv(value) == ["/opt/r/bin/celery", "-A", "app", "worker", "--hostname=default@%h"]
     assert _systemd.exec_start_argv("") == []
+
+
+def test_load_credentials_follow_drop_ins_and_resets() -> None:
+    text = (
+        "[Service]\nLoadCredential=a:/x/a\nLoadCredential=b:/x/b\n"
+        "# drop-in\n[Service]\nLoadCredential=\nLoadCredential=c:/x/c\n"
+    )
+    assert _systemd.load_credentials(text) == ["c:/x/c"]
+    assert _systemd.load_credentials("[Service]\nLoadCredential=a:/x/a\nLoadCredentialEncrypted=b:/x/b\n") == ["a:/x/a"]

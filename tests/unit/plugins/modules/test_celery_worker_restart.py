@@ -17,6 +17,17 @@ UNIT = "celery-worker@default.service"
 SLOT_B = "celery-worker-b@default.service"
 
 
+# What `systemctl cat` prints for the worker's unit: the file, then a drop-in.
+UNIT_TEXT = """# /etc/systemd/system/celery-worker@.service
+[Service]
+LoadCredential=result_backend:/etc/celery/credentials/worker/result_backend
+# /etc/systemd/system/celery-worker@.service.d/override.conf
+[Service]
+LoadCredential=
+LoadCredential=broker_url:/etc/celery/credentials/worker/broker_url
+"""
+
+
 class FakeHost:
     """systemd and the processes of a host. Time only moves when the module sleeps."""
 
@@ -40,6 +51,8 @@ class FakeHost:
             return 0, "", ""
         if verb in ("show", "start", "restart", "stop", "kill", "enable", "disable"):
             return self.units[args[-1]].systemctl(verb, args)
+        if verb == "cat":
+            return 0, UNIT_TEXT, ""
         if verb == "systemd-run":  # celery inspect ping -d NODE
             node = args[args.index("-d") + 1]
             return (0 if any(unit.answers(node) for unit in self.units.values()) else 1), "", ""
@@ -415,6 +428,7 @@ def test_ping_readiness_asks_the_node_as_the_unit_would(systemd, run, monkeypatc
         "-p", "User=celery", "-p", "Group=celery",
         "-p", "EnvironmentFile=/etc/celery/worker.env",
         "-p", "EnvironmentFile=/etc/celery/worker-instances/default.env",
+        "-p", "LoadCredential=broker_url:/etc/celery/credentials/worker/broker_url",
         "/opt/r/bin/celery", "-A", "reliable_celery_app",
         "inspect", "ping", "-d", "default@worker1", "--timeout", "1",
     ]  # fmt: skip
