@@ -22,8 +22,11 @@ demo: setup
 demo-down: venv
 	@scripts/demo.sh down
 
+# The steps of `make test`, in order; scripts/test.sh runs each as `make STEP` and times it.
+TEST_STEPS := setup yamllint ansible-lint ruff changelog-lint sanity unit argument-specs build molecule
+
 test:
-	@scripts/test.sh
+	@scripts/test.sh $(TEST_STEPS)
 
 setup: host-deps venv image
 

@@ -163,6 +163,29 @@ def _check_extra_args(extra_args, where, fail):
         )
 
 
+def worker_slot_units(slots, common):
+    """celery_base's unit of each slot of an instance: COMMON with the slot's unit name, description,
+    node name, state db and runtime directory (each with the slot's suffix)."""
+    units = []
+    for slot in slots:
+        suffix = slot["suffix"]
+        unit = {key: value for key, value in common.items() if key not in ("runtime_directory_base", "statedb_base")}
+        unit.update(
+            name=slot["template"],
+            description="Celery worker %i" + slot["description"],
+            runtime_directory=common["runtime_directory_base"] + suffix,
+            # systemd expands %i and %S; Celery's own %h is written %%h.
+            celery_args=[
+                "worker",
+                f"--hostname=%i{suffix}@%%h",
+                f"--statedb={common['statedb_base']}{suffix}.state",
+                "$CELERY_WORKER_ARGS",
+            ],
+        )
+        units.append(unit)
+    return units
+
+
 def _positive(value, fail):
     if isinstance(value, bool):
         fail()
@@ -175,4 +198,4 @@ def _positive(value, fail):
 
 class FilterModule:
     def filters(self):
-        return {"worker_instances": worker_instances}
+        return {"worker_instances": worker_instances, "worker_slot_units": worker_slot_units}

@@ -2,7 +2,11 @@ from __future__ import annotations
 
 import pytest
 from ansible.errors import AnsibleFilterError
-from ansible_collections.reliable.celery.plugins.filter.worker_instances import managed_option, worker_instances
+from ansible_collections.reliable.celery.plugins.filter.worker_instances import (
+    managed_option,
+    worker_instances,
+    worker_slot_units,
+)
 
 APP = "proj.celery:app"
 
@@ -92,3 +96,22 @@ def test_every_form_of_a_managed_option_is_found(argument: str, option: str) -> 
 @pytest.mark.parametrize("argument", ["--without-mingle", "-E", "-Ofair", "-Xc", "--prefetch-multiplier=1", "7"])
 def test_other_options_pass(argument: str) -> None:
     assert managed_option(argument) is None
+
+
+def test_each_slot_gets_its_own_node_state_db_and_runtime_directory() -> None:
+    slots = [
+        {"template": "celery-worker@.service", "suffix": "", "description": ""},
+        {"template": "celery-worker-b@.service", "suffix": ".b", "description": " (slot b)"},
+    ]
+    common = {"runtime_directory_base": "celery/worker-%i", "statedb_base": "%S/celery/worker-%i/worker", "x": 1}
+    a, b = worker_slot_units(slots, common)
+    assert (a["name"], a["runtime_directory"], a["x"]) == ("celery-worker@.service", "celery/worker-%i", 1)
+    assert a["celery_args"] == [
+        "worker",
+        "--hostname=%i@%%h",
+        "--statedb=%S/celery/worker-%i/worker.state",
+        "$CELERY_WORKER_ARGS",
+    ]
+    assert b["description"] == "Celery worker %i (slot b)"
+    assert b["celery_args"][1:3] == ["--hostname=%i.b@%%h", "--statedb=%S/celery/worker-%i/worker.b.state"]
+    assert "statedb_base" not in b
