@@ -73,6 +73,8 @@ CASES = {
     ),
     "multi-line environment value": ({"celery_worker_environment": {"TOKEN": "a\nb"}}, "multi-line values: TOKEN"),
     "no app to install": ({"celery_worker_app_packages": []}, "must name the app to install"),
+    # celery_base checks what every service takes: Flower's user-name rule now holds for workers too.
+    "service user that is no account name": ({"celery_worker_user": "Celery Admin"}, "system account names"),
 }
 BROKER_VALID = {"celery_broker_password": "Broker-Secret-7f3a-0d2c9e"}
 BROKER_CASES = {
@@ -170,13 +172,13 @@ FLOWER_CASES = {
         {"celery_flower_url_prefix": "flo wer/(x)"},
         "celery_flower_url_prefix empty or path segments",
     ),
-    "flower: privileged port": ({"celery_flower_port": 80}, "celery_flower_port 1024-65535"),
+    "flower: privileged port": ({"celery_flower_port": 80}, "celery_flower_port must be 1024-65535"),
     "flower: host name as address": (
         {"celery_flower_address": "flower.example.com"},
         "celery_flower_address must be an IP address",
     ),
     "flower: managed option": ({"celery_flower_options": {"basic_auth": "x:y"}}, "refused: basic_auth"),
-    "flower: unpinned version": ({"celery_flower_version": "latest"}, "must be exact versions"),
+    "flower: unpinned version": ({"celery_flower_version": "latest"}, "celery_flower_version must be an exact version"),
 }
 
 
