@@ -13,15 +13,11 @@ die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
 # The controller venvs are keyed by what goes into them, so a changed pin builds a new one:
 # the toolchain (default) or the oldest ansible-core the collection claims (floor).
 controller_venv_dir() {
-  local kind="${1:-toolchain}" digest
-  if [[ "$kind" == floor ]]; then
-    digest="$(cat "$REPO_ROOT/requirements-floor.txt" "$REPO_ROOT/scripts/controller-venv.sh" | sha256sum | cut -c1-12)"
-    printf '%s/venv-floor-%s' "$CACHE_DIR" "$digest"
-    return
-  fi
-  digest="$(cat "$REPO_ROOT/requirements-dev.txt" "$REPO_ROOT/requirements-dev.lock" \
+  local requirements=requirements-dev name=venv digest
+  [[ "${1:-toolchain}" == floor ]] && requirements=requirements-floor name=venv-floor
+  digest="$(cat "$REPO_ROOT/$requirements.txt" "$REPO_ROOT/$requirements.lock" \
     "$REPO_ROOT/scripts/controller-venv.sh" | sha256sum | cut -c1-12)"
-  printf '%s/venv-%s' "$CACHE_DIR" "$digest"
+  printf '%s/%s-%s' "$CACHE_DIR" "$name" "$digest"
 }
 
 # Everything a test or demo step needs in its environment: venv tools first in PATH,

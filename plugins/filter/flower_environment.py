@@ -1,8 +1,10 @@
 # Copyright: reliable.celery maintainers
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The flower_environment filter: Flower options as the FLOWER_* variables Flower reads."""
+"""The flower_environment and flower_conf filters: Flower's options as Flower reads them."""
 
 from __future__ import annotations
+
+import json
 
 
 def flower_environment(options):
@@ -19,6 +21,14 @@ def _as_flower_reads(value):
     return value
 
 
+def flower_conf(basic_auth):
+    """Flower's --conf file (Python, which Flower executes) for BASIC_AUTH, a list of
+    ``{username, password}``: ``basic_auth = ["user:password", ...]``. A JSON list of strings is a
+    Python literal, so no user or password can break out of it."""
+    users = [f"{entry['username']}:{entry['password']}" for entry in basic_auth]
+    return f"basic_auth = {json.dumps(users)}\n"
+
+
 class FilterModule:
     def filters(self):
-        return {"flower_environment": flower_environment}
+        return {"flower_environment": flower_environment, "flower_conf": flower_conf}

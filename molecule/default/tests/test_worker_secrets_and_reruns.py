@@ -25,7 +25,7 @@ def test_secret_is_in_the_root_only_credential_files_only(host) -> None:
     assert sorted(found) == [f"{credentials}/broker_url", f"{credentials}/result_backend"]
 
 
-def test_secret_is_in_no_process_environment_argument_unit_property_or_journal(host, main_pids) -> None:
+def test_secret_is_in_no_process_environment_argument_unit_property_or_journal(host) -> None:
     """Main processes and pool children alike: the URLs reach the worker as credentials only."""
     pids = host.check_output("pgrep -u celery").split()
     assert len(pids) >= 4, f"expected the main processes and their pool children, got {pids}"

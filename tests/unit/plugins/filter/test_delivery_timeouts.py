@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from ansible.errors import AnsibleFilterError
 from ansible_collections.reliable.celery.plugins.filter.delivery_timeouts import (
+    DEFAULTS,
     delivery_timeouts,
     host_delivery_timeouts,
 )
@@ -41,3 +45,12 @@ def test_a_hosts_value_is_its_roles_else_the_collection_wide_else_the_default() 
     both = {"celery_max_task_seconds": 300, "celery_worker_max_task_seconds": "900", "celery_max_eta_seconds": 40}
     assert host_delivery_timeouts(both, "worker")["visibility_timeout_seconds"] == 1000
     assert host_delivery_timeouts(both, "broker")["visibility_timeout_seconds"] == 400
+
+
+@pytest.mark.parametrize("role", ["worker", "broker"])
+def test_the_defaults_for_hostvars_are_the_roles_own(role: str) -> None:
+    """site.yml's check reads hostvars, where roles' defaults are not: it must assume the same."""
+    defaults = (Path(__file__).parents[4] / "roles" / f"celery_{role}" / "defaults" / "main.yml").read_text()
+    for name, value in DEFAULTS.items():
+        line = f'celery_{role}_{name}: "{{{{ celery_{name} | default({value}) }}}}"'
+        assert re.search(rf"^{re.escape(line)}$", defaults, re.MULTILINE), line
