@@ -1,0 +1,148 @@
+# Copyright: reliable.celery maintainers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The redis_acl filter: celery_broker_redis_users checked and turned into Redis ACL rules."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from ansible.errors import AnsibleFilterError
+
+ADMIN_USER = "celery-broker-admin"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Whitespace and quotes would break redis-cli's line syntax the role checks passwords with.
+PASSWORD_REFUSED = re.compile(r"[\s\"'\\\x00-\x1f\x7f]")
+MIN_PASSWORD_LENGTH = 16
+MAX_PASSWORDS = 3
+KEYS = ("name", "role", "passwords")
+
+# What each client runs, read from kombu 5.7's transport/redis.py and celery 5.7's
+# backends/redis.py and flower 2.2, and seen with MONITOR under a real worker, beat and Flower
+# (docs/security.md). Commands inside Lua scripts (kombu's bindings, celery's chords) are checked
+# against the calling user too, so they are listed here as well. Nothing of @admin or @dangerous.
+_CONNECTION = ("ping", "hello", "select", "echo")
+_TRANSACTIONS = ("multi", "exec", "discard", "watch", "unwatch")
+_SCRIPTS = ("evalsha", "eval", "script|load", "script|exists")
+# Sending a task or a broadcast: the queue's binding (Lua REFRESH_BINDING/SWEEP_BINDINGS), the push,
+# fanout publishes, expiring reply queues, purge and delete.
+_PUBLISH = (
+    "lpush", "sadd", "smembers", "srem", "exists", "del", "pexpire", "publish", "time",
+    "zadd", "zrangebyscore", "zrem", "llen",
+)  # fmt: skip
+# Consuming: BRPOP/RPOP, the unacked hash and index with its restore mutex (redis-py's Lock:
+# SET NX PX, released by a Lua GET+DEL), fanout and event subscriptions.
+_CONSUME = (
+    "brpop", "rpop", "hset", "hget", "hdel", "zrange", "set", "get", "pexpire",
+    "subscribe", "unsubscribe", "psubscribe", "punsubscribe",
+)  # fmt: skip
+# Celery's Redis result backend: results, their expiry and pub/sub, groups and chords (Lua).
+_RESULTS = (
+    "get", "mget", "set", "setex", "del", "expire", "incr", "incrby", "rpush", "lrange", "llen",
+    "zadd", "zcount", "zrange", "sadd", "sismember", "publish", "subscribe", "unsubscribe", "exists",
+)  # fmt: skip
+
+ROLE_COMMANDS = {
+    "worker": _CONNECTION + _TRANSACTIONS + _SCRIPTS + _PUBLISH + _CONSUME + _RESULTS,
+    # Beat only sends tasks.
+    "beat": _CONNECTION + _TRANSACTIONS + _SCRIPTS + _PUBLISH,
+    # Flower broadcasts inspect commands and consumes their replies and the workers' events;
+    # it reads queue lengths (LLEN); it does not use the result backend.
+    "flower": _CONNECTION + _TRANSACTIONS + _SCRIPTS + _PUBLISH + _CONSUME,
+}
+ROLES = tuple(ROLE_COMMANDS)
+
+
+def role_commands(role):
+    """The commands a client role may run, unique and sorted."""
+    return sorted(set(ROLE_COMMANDS[role]))
+
+
+def _password_hash(password):
+    return hashlib.sha256(password.encode("utf-8")).hexdigest()
+
+
+def _check_password(password, where):
+    if not isinstance(password, str):
+        raise AnsibleFilterError(f"{where} must be a string, got {type(password).__name__}")
+    if len(password) < MIN_PASSWORD_LENGTH or PASSWORD_REFUSED.search(password):
+        raise AnsibleFilterError(
+            f"{where} must be at least {MIN_PASSWORD_LENGTH} characters without whitespace, quotes or backslashes "
+            "(clients percent-encode it in their URLs: reliable.celery.url_quote)"
+        )
+
+
+def _check_user(user, index, variable):
+    where = f"{variable}[{index}]"
+    if not isinstance(user, dict):
+        raise AnsibleFilterError(f"{where} must be a dict with keys {', '.join(KEYS)}")
+    unknown = sorted(set(user) - set(KEYS))
+    if unknown:
+        raise AnsibleFilterError(f"{where} has unknown keys {', '.join(map(str, unknown))}; allowed: {', '.join(KEYS)}")
+    name = user.get("name")
+    if not isinstance(name, str) or not NAME.match(name) or name == ADMIN_USER:
+        raise AnsibleFilterError(
+            f"{where}.name must be 1-64 letters, digits, '.', '_' or '-' starting with a letter or digit, "
+            f"and not {ADMIN_USER} (the role's own)"
+        )
+    role = user.get("role")
+    if role not in ROLES:
+        raise AnsibleFilterError(f"{where}.role must be one of {', '.join(ROLES)}, got {role!r}")
+    passwords = user.get("passwords")
+    if not isinstance(passwords, list) or not 1 <= len(passwords) <= MAX_PASSWORDS:
+        raise AnsibleFilterError(
+            f"{where}.passwords must be a list of 1 to {MAX_PASSWORDS} passwords "
+            "(two while a password is rotated: the old one first, the new one last)"
+        )
+    for number, password in enumerate(passwords):
+        _check_password(password, f"{where}.passwords[{number}]")
+    if len(set(passwords)) != len(passwords):
+        raise AnsibleFilterError(f"{where}.passwords holds the same password twice")
+    return name, role, passwords
+
+
+def _rules(role, passwords):
+    hashes = " ".join(f"#{_password_hash(password)}" for password in passwords)
+    # Queue names are the app's own, so every key; fanout and event channels, so every channel.
+    commands = " ".join(f"+{command}" for command in role_commands(role))
+    return f"on {hashes} ~* &* -@all {commands}"
+
+
+def redis_acl(users, admin_password, legacy_password=None, variable="celery_broker_redis_users"):
+    """The ACL users for USERS: a list of dicts {name, rules}, ``default`` and the role's admin included.
+
+    Each rule set starts from nothing: ``ACL SETUSER NAME reset RULES`` and ``user NAME RULES``
+    in an aclfile give the same user. Passwords appear only as SHA-256 hashes. With no USERS,
+    LEGACY_PASSWORD (celery_broker_password) becomes the ``default`` user's, as a worker: old
+    ``redis://:PASSWORD@`` URLs keep working without the rights of an administrator.
+    """
+    if users is None:
+        users = []
+    if not isinstance(users, list):
+        raise AnsibleFilterError(f"{variable} must be a list of {{name, role, passwords}}")
+    if not users:
+        if legacy_password is None or legacy_password == "":
+            raise AnsibleFilterError(
+                f"{variable} must list the clients' users (or celery_broker_password must be set: "
+                "the password of the default user, for workers)"
+            )
+        _check_password(legacy_password, "celery_broker_password")
+        users = [{"name": "default", "role": "worker", "passwords": [legacy_password]}]
+        variable = "celery_broker_password"
+    checked = [_check_user(user, index, variable) for index, user in enumerate(users)]
+    names = [name for name, _role, _passwords in checked]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise AnsibleFilterError(f"{variable} names a user twice: {', '.join(duplicates)}")
+    if not isinstance(admin_password, str) or not admin_password:
+        raise AnsibleFilterError("redis_acl: the admin password is missing")
+    acl = [{"name": name, "rules": _rules(role, passwords)} for name, role, passwords in checked]
+    if "default" not in names:
+        acl.insert(0, {"name": "default", "rules": "off resetpass resetkeys resetchannels -@all"})
+    acl.append({"name": ADMIN_USER, "rules": f"on #{_password_hash(admin_password)} ~* &* +@all"})
+    return acl
+
+
+class FilterModule:
+    def filters(self):
+        return {"redis_acl": redis_acl}

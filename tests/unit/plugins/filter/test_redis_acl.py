@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from ansible.errors import AnsibleFilterError
+from ansible_collections.reliable.celery.plugins.filter.redis_acl import ROLE_COMMANDS, redis_acl, role_commands
+
+OLD = "Old/Secret#with?reserved@chars%40"  # noqa: S105 - test values
+NEW = "New-Secret:4b1e93a7/0d2c9e"  # noqa: S105
+ADMIN = "admin-secret-0123456789abcdef"  # noqa: S105
+USERS = [
+    {"name": "worker", "role": "worker", "passwords": [OLD, NEW]},
+    {"name": "beat", "role": "beat", "passwords": [NEW]},
+    {"name": "flower", "role": "flower", "passwords": [NEW]},
+]
+# Redis 7.0's @admin and @dangerous commands a client could hurt the broker or read others' data with.
+FORBIDDEN = {
+    "config", "flushall", "flushdb", "shutdown", "debug", "keys", "acl", "monitor", "save", "bgsave",
+    "bgrewriteaof", "replicaof", "slaveof", "sync", "psync", "migrate", "restore", "sort", "client",
+    "module", "failover", "cluster", "info", "lastsave", "latency", "slowlog", "swapdb", "pfdebug",
+    "pfselftest", "role", "script|flush", "script|kill", "function", "object",
+}  # fmt: skip
+
+
+def sha(password: str) -> str:
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+def by_name(acl: list[dict]) -> dict[str, str]:
+    return {user["name"]: user["rules"] for user in acl}
+
+
+def test_each_user_gets_the_hashes_of_its_passwords_only() -> None:
+    acl = by_name(redis_acl(USERS, ADMIN))
+    assert f"#{sha(OLD)} #{sha(NEW)}" in acl["worker"]
+    assert f"#{sha(NEW)}" in acl["beat"] and f"#{sha(OLD)}" not in acl["beat"]
+    for password in (OLD, NEW, ADMIN):
+        assert password not in repr(acl)
+
+
+def test_the_default_user_is_disabled_and_the_admin_appended() -> None:
+    acl = redis_acl(USERS, ADMIN)
+    assert acl[0] == {"name": "default", "rules": "off resetpass resetkeys resetchannels -@all"}
+    assert acl[-1] == {"name": "celery-broker-admin", "rules": f"on #{sha(ADMIN)} ~* &* +@all"}
+    assert [user["name"] for user in acl] == ["default", "worker", "beat", "flower", "celery-broker-admin"]
+
+
+@pytest.mark.parametrize("role", sorted(ROLE_COMMANDS))
+def test_no_client_role_may_administer_the_broker(role: str) -> None:
+    assert FORBIDDEN.isdisjoint(role_commands(role))
+    rules = by_name(redis_acl([{"name": "u", "role": role, "passwords": [NEW]}], ADMIN))["u"]
+    assert rules.startswith(f"on #{sha(NEW)} ~* &* -@all +")
+    assert "@all" not in rules.replace("-@all", "")
+
+
+def test_beat_only_sends_and_flower_uses_no_result_backend() -> None:
+    assert set(role_commands("beat")) < set(role_commands("flower")) < set(role_commands("worker"))
+    assert "brpop" not in role_commands("beat")
+    assert {"setex", "mget", "rpush"}.isdisjoint(role_commands("flower"))
+
+
+def test_the_legacy_password_becomes_a_default_user_with_a_workers_rights() -> None:
+    acl = by_name(redis_acl([], ADMIN, legacy_password=NEW))
+    assert list(acl) == ["default", "celery-broker-admin"]
+    assert acl["default"] == by_name(redis_acl([{"name": "x", "role": "worker", "passwords": [NEW]}], ADMIN))["x"]
+
+
+def test_listed_default_user_replaces_the_disabled_one() -> None:
+    acl = redis_acl([{"name": "default", "role": "beat", "passwords": [NEW]}], ADMIN)
+    assert [user["name"] for user in acl] == ["default", "celery-broker-admin"]
+    assert acl[0]["rules"].startswith("on ")
+
+
+@pytest.mark.parametrize(
+    ("users", "legacy", "message"),
+    [
+        ([], None, "celery_broker_redis_users must list the clients' users (or celery_broker_password must be set"),
+        ([], "short", "celery_broker_password must be at least 16 characters without whitespace"),
+        ([], "a password with spaces", "celery_broker_password must be at least 16 characters without whitespace"),
+        ("worker", None, "celery_broker_redis_users must be a list"),
+        (["worker"], None, "celery_broker_redis_users[0] must be a dict"),
+        ([{"name": "w", "role": "worker", "passwords": [NEW], "password": NEW}], None, "[0] has unknown keys password"),
+        ([{"name": "a b", "role": "worker", "passwords": [NEW]}], None, "celery_broker_redis_users[0].name must be"),
+        ([{"name": "celery-broker-admin", "role": "worker", "passwords": [NEW]}], None, "not celery-broker-admin"),
+        ([{"name": "w", "role": "admin", "passwords": [NEW]}], None, "[0].role must be one of worker, beat, flower"),
+        ([{"name": "w", "role": "worker", "passwords": NEW}], None, "[0].passwords must be a list of 1 to 3"),
+        ([{"name": "w", "role": "worker", "passwords": []}], None, "[0].passwords must be a list of 1 to 3"),
+        ([{"name": "w", "role": "worker", "passwords": [NEW] * 4}], None, "[0].passwords must be a list of 1 to 3"),
+        ([{"name": "w", "role": "worker", "passwords": [NEW, NEW]}], None, "[0].passwords holds the same password twice"),
+        ([{"name": "w", "role": "worker", "passwords": [NEW, 'x"' * 9]}], None, "[0].passwords[1] must be at least 16"),
+        ([{"name": "w", "role": "worker", "passwords": [12345678901234567]}], None, "[0].passwords[0] must be a string"),
+        ([{"name": "w", "role": "worker", "passwords": [NEW]}] * 2, None, "celery_broker_redis_users names a user twice: w"),
+    ],
+)
+def test_bad_users_are_refused_naming_the_variable_never_the_password(users, legacy, message: str) -> None:
+    with pytest.raises(AnsibleFilterError) as error:
+        redis_acl(users, ADMIN, legacy_password=legacy)
+    assert message in str(error.value)
+    assert NEW not in str(error.value)
+
+
+def test_reserved_characters_are_accepted_in_passwords() -> None:
+    for password in ("a/b#c?d@e%f:g&h=i+j[k]l$m", "%40%2F" * 4):
+        assert redis_acl([{"name": "w", "role": "worker", "passwords": [password]}], ADMIN)
