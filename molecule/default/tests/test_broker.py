@@ -1,4 +1,5 @@
-"""The celery_broker role's Redis (installed in prepare): password, AOF, no eviction, no loss."""
+"""The celery_broker role's Redis (installed in prepare, with the legacy celery_broker_password):
+password, ACL, AOF, no eviction, no loss."""
 
 from __future__ import annotations
 
@@ -15,11 +16,18 @@ from conftest import (
 )
 
 PASSWORD = "Broker-Secret-7f3a-0d2c9e"  # noqa: S105 - the test broker's password
+ADMIN_SECRET = "/etc/redis/celery-broker-admin.secret"  # noqa: S105 - a path
 
 
 def redis(host, *args: str, password: str | None = PASSWORD):
     auth = f"REDISCLI_AUTH={password} " if password else ""
     return host.run(f"{auth}redis-cli --no-auth-warning -h 127.0.0.1 {' '.join(args)}")
+
+
+def redis_admin(host, *args: str):
+    """As the role's own administrator, whose password only root can read."""
+    auth = f'REDISCLI_AUTH="$(cat {ADMIN_SECRET})" '
+    return host.run(f"{auth}redis-cli --no-auth-warning -h 127.0.0.1 --user celery-broker-admin {' '.join(args)}")
 
 
 def test_redis_refuses_clients_without_the_password(host) -> None:
@@ -35,13 +43,27 @@ def test_redis_refuses_clients_without_the_password(host) -> None:
     [("appendonly", "yes"), ("appendfsync", "everysec"), ("maxmemory-policy", "noeviction"), ("bind", "127.0.0.1")],
 )
 def test_redis_runs_with_the_reliable_settings(host, setting: str, value: str) -> None:
-    assert redis(host, "config", "get", setting).stdout.split() == [setting, value]
+    assert redis_admin(host, "config", "get", setting).stdout.split() == [setting, value]
 
 
-def test_redis_configuration_is_not_world_readable(host) -> None:
-    config = host.file("/etc/redis/redis.conf")
-    assert (config.user, config.group, config.mode) == ("redis", "redis", 0o640)
+def test_redis_configuration_is_not_world_readable_and_holds_no_password(host) -> None:
+    for path in ("/etc/redis/redis.conf", "/etc/redis/users.acl"):
+        config = host.file(path)
+        assert (config.user, config.group, config.mode) == ("redis", "redis", 0o640)
+        assert PASSWORD not in config.content_string
+    secret = host.file(ADMIN_SECRET)
+    assert (secret.user, secret.group, secret.mode) == ("root", "root", 0o600)
     assert PASSWORD not in host.check_output("ps -eo args --no-headers")
+
+
+@pytest.mark.parametrize(
+    "command", ["config set appendonly no", "config get requirepass", "flushall", "shutdown nosave", "debug sleep 0"]
+)
+def test_the_legacy_password_cannot_administer_redis(host, command: str) -> None:
+    """celery_broker_password alone makes the default user a worker: no administration commands."""
+    answer = redis(host, command)
+    assert "NOPERM" in answer.stdout + answer.stderr, answer.stdout + answer.stderr
+    assert redis(host, "ping").stdout.strip() == "PONG"
 
 
 def test_a_broker_restart_loses_no_queued_task(host) -> None:
