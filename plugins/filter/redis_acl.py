@@ -143,6 +143,26 @@ def redis_acl(users, admin_password, legacy_password=None, variable="celery_brok
     return acl
 
 
+def _hashes(rules):
+    return {token[1:] for token in rules.split() if token.startswith("#")}
+
+
+def redis_acl_replaced(acl, live_acl_list):
+    """The users of ACL that Redis (LIVE_ACL_LIST: the lines of ``ACL LIST``) knows with passwords
+    none of which ACL keeps: their clients still on an old password would be locked out."""
+    live = {}
+    for line in live_acl_list or []:
+        words = line.split(" ", 2)
+        if len(words) == 3 and words[0] == "user":
+            live[words[1]] = _hashes(words[2])
+    replaced = []
+    for user in acl:
+        wanted = _hashes(user["rules"])
+        if user["name"] != ADMIN_USER and wanted and live.get(user["name"]) and not wanted & live[user["name"]]:
+            replaced.append(user["name"])
+    return replaced
+
+
 class FilterModule:
     def filters(self):
-        return {"redis_acl": redis_acl}
+        return {"redis_acl": redis_acl, "redis_acl_replaced": redis_acl_replaced}

@@ -4,7 +4,12 @@ import hashlib
 
 import pytest
 from ansible.errors import AnsibleFilterError
-from ansible_collections.reliable.celery.plugins.filter.redis_acl import ROLE_COMMANDS, redis_acl, role_commands
+from ansible_collections.reliable.celery.plugins.filter.redis_acl import (
+    ROLE_COMMANDS,
+    redis_acl,
+    redis_acl_replaced,
+    role_commands,
+)
 
 OLD = "Old/Secret#with?reserved@chars%40"
 NEW = "New-Secret:4b1e93a7/0d2c9e"
@@ -104,3 +109,30 @@ def test_bad_users_are_refused_naming_the_variable_never_the_password(users, leg
 def test_reserved_characters_are_accepted_in_passwords() -> None:
     for password in ("a/b#c?d@e%f:g&h=i+j[k]l$m", "%40%2F" * 4):
         assert redis_acl([{"name": "w", "role": "worker", "passwords": [password]}], ADMIN)
+
+
+def live(acl: list[dict]) -> list[str]:
+    """What `ACL LIST` prints for ACL (after the AUTH's OK)."""
+    return ["OK", *(f"user {user['name']} {user['rules']}" for user in acl)]
+
+
+def test_a_rotation_that_keeps_a_password_replaces_nothing() -> None:
+    running = live(redis_acl([{"name": "worker", "role": "worker", "passwords": [OLD]}], ADMIN))
+    both = redis_acl([{"name": "worker", "role": "worker", "passwords": [OLD, NEW]}], ADMIN)
+    assert redis_acl_replaced(both, running) == []
+    new_only = redis_acl([{"name": "worker", "role": "worker", "passwords": [NEW]}], ADMIN)
+    assert redis_acl_replaced(new_only, live(both)) == []
+
+
+def test_replacing_every_password_at_once_is_found() -> None:
+    running = live(redis_acl(USERS, ADMIN))
+    replaced = redis_acl(
+        [{"name": "worker", "role": "worker", "passwords": ["Another-Secret-0123456789"]}, *USERS[1:]], ADMIN
+    )
+    assert redis_acl_replaced(replaced, running) == ["worker"]
+
+
+def test_new_users_disabled_users_and_a_new_admin_password_are_no_replacement() -> None:
+    running = live(redis_acl([], ADMIN, legacy_password=OLD))
+    assert redis_acl_replaced(redis_acl(USERS, "another-admin-password"), running) == []
+    assert redis_acl_replaced(redis_acl(USERS, ADMIN), []) == []
