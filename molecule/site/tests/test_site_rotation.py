@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import CONFIG_DIR, CREDENTIALS, recap, run_playbook, task_events, task_results, wait_for
-from test_site import BROKER, REDIS_PASSWORDS, WORKER1, WORKER2, redis_cli
+from test_site import BEAT, BROKER, REDIS_PASSWORDS, WORKER1, WORKER2, redis_cli, site_host
 
 SITE = Path(__file__).parents[3] / "playbooks" / "site.yml"
 NEW_PASSWORDS = {name: f"{password[:-1]}/rotated?#@%" for name, password in REDIS_PASSWORDS.items()}
@@ -35,6 +35,11 @@ while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
     time.sleep(0.1)
 print(json.dumps({"ids": ids, "errors": errors}))
 """
+
+
+@pytest.fixture(scope="module")
+def fleet() -> dict:
+    return {name: site_host(name) for name in (BROKER, WORKER1, WORKER2, BEAT)}
 
 
 def users(passwords: dict[str, list[str]]) -> list[dict]:
