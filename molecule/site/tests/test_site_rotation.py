@@ -172,3 +172,15 @@ def test_the_default_user_is_disabled(fleet) -> None:
         assert "WRONGPASS" in answer.stdout + answer.stderr
     acl = redis_cli(fleet[BROKER], "ACL", "GETUSER", "default").stdout.split()
     assert "off" in acl, acl
+
+
+def test_replacing_every_password_of_a_user_at_once_is_refused_before_anything_changes(fleet) -> None:
+    broker = fleet[BROKER]
+    before = broker.check_output("sha256sum /etc/redis/users.acl /etc/redis/redis.conf")
+    leaked = {**{name: [password] for name, password in NEW_PASSWORDS.items()}, "worker": ["Third-Secret-0123456789/"]}
+    result = run_playbook(SITE, extra_vars={"celery_broker_redis_users": users(leaked)})
+    assert result.returncode != 0
+    refusal = "celery_broker_redis_users replaces every password Redis holds for worker"
+    assert refusal in " ".join(result.stdout.split()), result.stdout[-3000:]
+    assert broker.check_output("sha256sum /etc/redis/users.acl /etc/redis/redis.conf") == before
+    assert redis_cli(broker, "PING", user="worker", password=NEW_PASSWORDS["worker"]).stdout.strip() == "PONG"
