@@ -175,7 +175,7 @@ ADMINISTRATION = [
 @pytest.mark.parametrize("command", ADMINISTRATION)
 def test_no_client_user_may_administer_redis(fleet, user: str, command: list[str]) -> None:
     dry_run = redis_cli(fleet[BROKER], "ACL", "DRYRUN", user, *command).stdout
-    assert f"no permissions to run the '{command[0].lower()}' command" in dry_run, dry_run
+    assert f"no permissions to run the '{command[0].lower()}" in dry_run, dry_run
     if user != "worker":
         answer = redis_cli(fleet[BROKER], *command, user=user, password=NEW_PASSWORDS[user])
         assert "NOPERM" in answer.stdout or command[0] == "DEBUG", answer.stdout + answer.stderr
