@@ -123,7 +123,7 @@ def test_no_client_was_refused_a_command_key_or_channel(fleet) -> None:
     assert log.rc == 0, log.stderr
     entries = json.loads(log.stdout or "[]")
     refused = [
-        f"{entry.get('username')}: {entry.get('object')} ({entry.get('reason')}, {entry.get('context')}) x{entry.get('count')}"
+        "{username}: {object} ({reason}, {context}) x{count}".format_map(entry)
         for entry in entries
         if entry.get("reason") != "auth"
     ]
