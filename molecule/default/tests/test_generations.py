@@ -53,8 +53,9 @@ def test_an_app_that_cannot_load_fails_every_run_until_fixed_while_the_worker_ke
     for attempt in ("first", "second, identical"):
         result = converge(celery_worker_instances=broken)
         assert result.returncode != 0, f"the {attempt} run was green on a worker that runs another generation"
-        assert "cannot load its Celery app" in result.stdout, result.stdout[-3000:]
-        assert "has no attribute 'nope'" in result.stdout
+        output = result.stdout + result.stderr
+        assert "cannot load its Celery app" in output, output[-6000:]
+        assert "has no attribute 'nope'" in output
         assert (current_unit(host, "default"), main_pid(host, unit)) == (unit, pid), "the running worker was touched"
     assert running_generation(host, "default") == generation != desired_generation(host, "default")
 
@@ -75,7 +76,7 @@ def test_a_drain_instance_whose_app_is_no_celery_app_stays_up_and_a_stale_drop_i
     host.check_output("systemctl daemon-reload")
     result = converge(celery_worker_instances=with_default(app="os:system", restart_strategy="drain"))
     assert result.returncode != 0
-    assert "is not a Celery app" in result.stdout, result.stdout[-3000:]
+    assert "is not a Celery app" in result.stdout + result.stderr, (result.stdout + result.stderr)[-6000:]
     assert main_pid(host, unit) == pid, "the drain instance was stopped for an app that cannot run"
     assert not host.file(drop_in_dir).exists, "the interrupted handover's drop-in is still there"
     assert unit_properties_timeout(host, unit) != "infinity"
