@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 ---
 module: host_lock
 short_description: Hold a host for one ansible-playbook run of the reliable.celery roles
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Makes sure that one ansible-playbook run at a time changes the Celery services of a host. The roles of this
     collection take the lock before their first change and release it after their last task; a second run that
