@@ -120,7 +120,7 @@ def test_of_runs_that_start_at_once_exactly_one_acquires(tmp_path: Path) -> None
     start.set()
     for process in processes:
         process.join(10)
-    actions = [results.get(timeout=5)[1] for _ in runs]
+    actions = [results.get(timeout=5)[1] for run in runs]
     assert sorted(actions) == [_host_lock.ACQUIRE] + [_host_lock.HELD] * 7
     assert not list(tmp_path.glob("*.tmp"))
     assert os.path.exists(tmp_path / "holder.json")
