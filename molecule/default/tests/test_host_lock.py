@@ -75,7 +75,10 @@ def test_a_second_run_fails_at_once_naming_the_run_that_restarts_the_workers(hos
     first = Background(scenario_file("converge.yml"), CHANGED)
     try:
         # The handler hands the default instance over and waits until the old slot has finished this task.
-        handler = "RUNNING HANDLER [reliable.celery.celery_worker : Restart changed celery workers gracefully]"
+        handler = (
+            "RUNNING HANDLER [reliable.celery.celery_worker : Restart the celery workers that run a stale generation,"
+            " gracefully]"
+        )
         wait_for(lambda: first.printed(handler), 600, "the first run's restart handler")
         send_tasks(host, [("example.sleep", [TASK_SECONDS], "celery")])
         wait_for(lambda: _deactivating(host, old_slot), 300, f"{old_slot} to drain, in the first run's handler")
