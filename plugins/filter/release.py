@@ -13,14 +13,17 @@ from ansible.errors import AnsibleFilterError
 # name-version(-build)?-python-abi-platform.whl (PEP 427).
 _WHEEL = re.compile(r"^[^-]+-[^-]+(-[0-9][^-]*)?-(?P<python>[^-]+)-(?P<abi>[^-]+)-(?P<platform>[^-]+)\.whl$")
 _CPYTHON_ABI = re.compile(r"^cp(?P<minor>3[0-9]+)[dmu]*$")
-_LINUX_PLATFORM = re.compile(r"^(linux|manylinux1|manylinux2010|manylinux2014|manylinux_[0-9]+_[0-9]+)_(?P<machine>.+)$")
+_LINUX_PLATFORM = re.compile(
+    r"^(linux|manylinux1|manylinux2010|manylinux2014|manylinux_[0-9]+_[0-9]+)_(?P<machine>.+)$"
+)
 # scheme://USERINFO@ : what pip's index URLs and direct references carry credentials in.
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 
 
-def release_prune(directories, markers, processes, releases_dir, current, keep):
+def release_prune(directories, markers, processes, current, keep):
     """The release directories to remove: all but CURRENT, the KEEP - 1 most recently completed
-    others and those a running process uses (named in PROCESSES, `ps` command lines).
+    others and those a running process uses (named in PROCESSES, `ps` command lines). The
+    releases are the directories beside CURRENT.
 
     DIRECTORIES are the releases' paths; MARKERS the `.release.json` files of the complete ones
     (dicts with ``path`` and ``mtime``, as ansible.builtin.find returns them). A directory without
@@ -29,7 +32,7 @@ def release_prune(directories, markers, processes, releases_dir, current, keep):
     """
     if not isinstance(keep, int) or keep < 1:
         raise AnsibleFilterError(f"releases to keep must be an integer >= 1, got {keep!r}")
-    releases_dir = releases_dir.rstrip("/")
+    releases_dir = os.path.dirname(current.rstrip("/"))
     completed = {os.path.dirname(marker["path"]): float(marker["mtime"]) for marker in markers}
     in_use = set()
     pattern = re.compile(re.escape(releases_dir) + r"/([^/\s]+)")

@@ -19,14 +19,14 @@ def test_a_partial_release_never_displaces_the_last_complete_one() -> None:
     """The issue's case: a failed build (no marker, newest directory) was kept, the rollback release pruned."""
     directories = [path("good-old"), path("good-prev"), path("partial"), path("current")]
     markers = [marker("good-old", 100), marker("good-prev", 200), marker("current", 300)]
-    pruned = release_prune(directories, markers, [], RELEASES, path("current"), 2)
+    pruned = release_prune(directories, markers, [], path("current"), 2)
     assert pruned == [path("good-old"), path("partial")]
 
 
 def test_newest_completed_releases_are_kept_whatever_the_directory_order() -> None:
     directories = [path(name) for name in "abcde"]
     markers = [marker("a", 50), marker("b", 400), marker("c", 100), marker("d", 300), marker("e", 500)]
-    assert release_prune(directories, markers, [], RELEASES, path("e"), 3) == [path("a"), path("c")]
+    assert release_prune(directories, markers, [], path("e"), 3) == [path("a"), path("c")]
 
 
 def test_running_releases_are_kept_beyond_the_count_even_incomplete() -> None:
@@ -37,18 +37,18 @@ def test_running_releases_are_kept_beyond_the_count_even_incomplete() -> None:
         f"/bin/sh -c {path('odd')}/bin/thing",
         "/opt/celery-beat/releases/zzz/bin/python celery beat",
     ]
-    assert release_prune(directories, markers, processes, RELEASES + "/", path("current"), 1) == [path("old")]
+    assert release_prune(directories, markers, processes, path("current"), 1) == [path("old")]
 
 
 def test_keep_one_keeps_only_the_current_release() -> None:
     directories = [path("a"), path("b")]
-    assert release_prune(directories, [marker("a", 1), marker("b", 2)], [], RELEASES, path("b"), 1) == [path("a")]
+    assert release_prune(directories, [marker("a", 1), marker("b", 2)], [], path("b"), 1) == [path("a")]
 
 
 @pytest.mark.parametrize("keep", [0, -1, "2", None])
 def test_keep_must_be_a_positive_integer(keep: object) -> None:
     with pytest.raises(AnsibleFilterError, match="releases to keep"):
-        release_prune([], [], [], RELEASES, path("a"), keep)
+        release_prune([], [], [], path("a"), keep)
 
 
 @pytest.mark.parametrize(
@@ -64,7 +64,7 @@ def test_keep_must_be_a_positive_integer(keep: object) -> None:
     ],
 )
 def test_wheels_for_the_hosts_python_fit(wheel: str) -> None:
-    assert wheel_mismatches([f"/tmp/wh/{wheel}"], "3.11.2", "x86_64") == []
+    assert wheel_mismatches([f"wheelhouse/{wheel}"], "3.11.2", "x86_64") == []
 
 
 @pytest.mark.parametrize(
