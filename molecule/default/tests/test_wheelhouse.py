@@ -4,6 +4,7 @@ controller's Python is refused with a message that says why and what to use."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,9 +59,10 @@ def test_wheelhouse_built_with_the_controllers_python_is_refused_with_the_way_ou
          "celery[redis]==5.7.0"],
         check=True,
     )  # fmt: skip
+    # A copy: an in-tree build would leave build/ and *.egg-info in the checkout.
+    app = shutil.copytree(PROJECT / "examples" / "example_app", tmp_path / "example_app")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheelhouse),
-         str(PROJECT / "examples" / "example_app")],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheelhouse), str(app)],
         check=True,
     )  # fmt: skip
     releases_before = host.check_output("ls /opt/celery/releases")
