@@ -126,4 +126,4 @@ def test_release_is_owned_by_root_and_runs_the_pinned_celery(host) -> None:
     assert host.check_output(f"find {release} ! -user root -o -perm /022 ! -type l | head -5") == ""
     assert host.check_output(f"{release}/bin/celery --version").startswith("5.7.0 ")
     manifest = json.loads(host.file(f"{release}/.release.json").content_string)
-    assert manifest["packages"][0] == "celery[redis]==5.7.0", manifest
+    assert manifest["celery"] == "celery[redis]==5.7.0", manifest
