@@ -14,7 +14,7 @@ ANSIBLE_COLLECTIONS_PATH="$work/installed" \
   ansible-galaxy collection install --offline -p "$work/installed" "${tarball[0]}"
 installed="$work/installed/ansible_collections/reliable/celery"
 [[ -f "$installed/MANIFEST.json" ]] || die "installed collection has no MANIFEST.json"
-for unwanted in molecule scripts .ci requirements-dev.txt; do
+for unwanted in molecule scripts benchmarks tests/unit .ci requirements-dev.txt; do
   [[ ! -e "$installed/$unwanted" ]] || die "dev-only '$unwanted' leaked into the built collection (build_ignore)"
 done
 ANSIBLE_COLLECTIONS_PATH="$work/installed" ansible-galaxy collection list reliable.celery -p "$work/installed" \

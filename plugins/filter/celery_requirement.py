@@ -1,6 +1,7 @@
 # Copyright: reliable.celery maintainers
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The celery_requirement filter: the pip requirement for Celery with the extras a service needs."""
+"""The celery_requirement filter: the pip requirement for Celery with the extras a service needs;
+the package_specs filter: pip requirement specifiers that reach pip as packages, never as options."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ _POOL_EXTRAS = {"gevent": "gevent", "eventlet": "eventlet"}
 def celery_requirement(version, schemes=(), extras=(), pools=(), variable="celery_version"):
     """``celery[EXTRAS]==VERSION``: the extras for SCHEMES (URL schemes), POOLS and EXTRAS, sorted."""
     if not isinstance(version, str) or not EXACT_VERSION.match(version):
-        raise AnsibleFilterError(f"{variable} must be an exact version such as 5.7.0, got {version!r}")
+        raise AnsibleFilterError(
+            f"{variable} must be an exact version such as 5.7.0, got {version!r} (not latest or a range:"
+            " a release is identified by the exact versions it installs)"
+        )
     for extra in extras:
         if not isinstance(extra, str) or not _EXTRA.match(extra):
             raise AnsibleFilterError(f"Celery extras must be names such as redis or sqs, got {extra!r}")
@@ -31,6 +35,36 @@ def celery_requirement(version, schemes=(), extras=(), pools=(), variable="celer
     return "celery%s==%s" % ("[%s]" % ",".join(sorted(wanted)) if wanted else "", version)
 
 
+# What pip would read differently in a requirements file (where the specifiers go, never argv):
+# an option, a comment, a line continuation, an environment variable, a second line.
+_SPEC_PROBLEMS = (
+    (re.compile(r"^\s*-"), "starts with '-': pip options are not package specifiers"),
+    (re.compile(r"[\x00-\x1f\x7f]"), "must be one line without control characters"),
+    (re.compile(r"\s[-#]"), "contains ' -' or ' #': pip would read an option or a comment"),
+    (re.compile(r"\\\s*$"), "ends with a backslash (a line continuation)"),
+    (re.compile(r"\$\{"), "contains '${' (pip expands environment variables)"),
+)
+
+
+def package_specs(specs, variable="packages"):
+    """SPECS unchanged if each is one pip requirement specifier (``name==1.0``, ``name @ URL``, a path).
+
+    The error names VARIABLE and the item's index, never its value: a specifier may hold a token.
+    """
+    if not isinstance(specs, (list, tuple)):
+        raise AnsibleFilterError(f"{variable} must be a list of pip requirement specifiers")
+    for index, spec in enumerate(specs):
+        if not isinstance(spec, str) or not spec.strip():
+            raise AnsibleFilterError(f"{variable}[{index}] must be a non-empty pip requirement specifier (a string)")
+        for pattern, problem in _SPEC_PROBLEMS:
+            if pattern.search(spec):
+                raise AnsibleFilterError(
+                    f"{variable}[{index}] {problem}; give package specifiers such as name==1.0, name @ URL or a path,"
+                    " and index options in a requirements file"
+                )
+    return list(specs)
+
+
 class FilterModule:
     def filters(self):
-        return {"celery_requirement": celery_requirement}
+        return {"celery_requirement": celery_requirement, "package_specs": package_specs}

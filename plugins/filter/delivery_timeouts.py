@@ -68,4 +68,8 @@ def host_delivery_timeouts(host_vars, role):
 
 class FilterModule:
     def filters(self):
-        return {"delivery_timeouts": delivery_timeouts, "host_delivery_timeouts": host_delivery_timeouts}
+        return {
+            "delivery_timeouts": delivery_timeouts,
+            "host_delivery_timeouts": host_delivery_timeouts,
+            "whole_number": whole_number,
+        }

@@ -21,12 +21,24 @@ def _as_flower_reads(value):
     return value
 
 
+# Flower (2.2) serves its Prometheus metrics (/metrics) without asking for a login, unlike every
+# other page; tornado's decorator gives it the UI's basic auth (a missing or wrong login: 401).
+# Flower executes the file once at start; if a Flower version moved the class, it fails to start
+# (and the role reports it) rather than serve the metrics openly.
+PROTECT_METRICS = """\
+import tornado.web
+from flower.views import monitor
+monitor.Metrics.get = tornado.web.authenticated(monitor.Metrics.get)
+"""
+
+
 def flower_conf(basic_auth):
     """Flower's --conf file (Python, which Flower executes) for BASIC_AUTH, a list of
-    ``{username, password}``: ``basic_auth = ["user:password", ...]``. A JSON list of strings is a
-    Python literal, so no user or password can break out of it."""
+    ``{username, password}``: ``basic_auth = ["user:password", ...]``, and /metrics behind the
+    same login. A JSON list of strings is a Python literal, so no user or password can break out
+    of it."""
     users = [f"{entry['username']}:{entry['password']}" for entry in basic_auth]
-    return f"basic_auth = {json.dumps(users)}\n"
+    return f"basic_auth = {json.dumps(users)}\n{PROTECT_METRICS}"
 
 
 class FilterModule:

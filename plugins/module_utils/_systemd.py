@@ -22,6 +22,8 @@ PROPERTIES = (
     "User",
     "Group",
     "EnvironmentFiles",
+    "WorkingDirectory",
+    "NeedDaemonReload",
 )
 # A unit with a main process in one of these states is running.
 RUNNING_STATES = ("active", "reloading")
@@ -61,6 +63,8 @@ class UnitState:
     user: str
     group: str
     environment_files: tuple[str, ...]
+    working_directory: str
+    need_daemon_reload: bool  # its unit files changed on disk since systemd loaded them
 
     @classmethod
     def from_show_output(cls, unit, output):
@@ -78,6 +82,8 @@ class UnitState:
             user=shown.get("User", ""),
             group=shown.get("Group", ""),
             environment_files=tuple(environment_files(shown.get("EnvironmentFiles", ""))),
+            working_directory=shown.get("WorkingDirectory", ""),
+            need_daemon_reload=shown.get("NeedDaemonReload", "") == "yes",
         )
 
     @property
@@ -169,6 +175,18 @@ def load_credentials(unit_text):
         if separator and key == "LoadCredential":
             values = [*values, value] if value else []
     return values
+
+
+def celery_app_argument(argv):
+    """The ``-A``/``--app`` value of a ``celery`` command line, or ``None``."""
+    for index, arg in enumerate(argv):
+        if arg.startswith("--app="):
+            return arg.split("=", 1)[1]
+        if arg.startswith("-A") and len(arg) > 2:
+            return arg[2:]
+        if arg in ("-A", "--app") and index + 1 < len(argv):
+            return argv[index + 1]
+    return None
 
 
 def environment_files(value):

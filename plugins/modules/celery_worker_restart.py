@@ -24,7 +24,16 @@ description:
     the old slot, which finishes its running tasks while the new one already consumes, and makes the new slot the
     current one (enabled, the old one disabled). The old slot gets C(SIGTERM) on its main process from
     C(systemctl stop), with its stop timeout lifted for the drain by a runtime drop-in, so that systemd does not kill
-    it either.
+    it either. A drop-in that an interrupted handover left on a slot that is not draining is removed.
+  - Before it stops anything, the module imports the unit's Celery app (C(-A)) with the release, user, environment
+    files and credentials of the unit as systemd will start it, and checks that it is a Celery app (O(app_check)).
+    A failure leaves the running worker untouched.
+  - With O(generation), the module compares the generation the running worker started with (written by the
+    C(reliable_celery_app) wrapper into its readiness marker) with the desired one. O(state=started) reports a
+    worker on another generation as C(stale) (and C(changed)) without touching it, so that the caller restarts it
+    with its strategy; O(state=restarted) fails when the new process does not run the desired generation.
+  - Passwords of the unit's credentials (C(LoadCredential=)) and of any URL are masked in what the module returns,
+    journal excerpts included.
 author:
   - reliable.celery maintainers (@reliable-celery)
 attributes:
@@ -107,6 +116,17 @@ options:
         with C(%h) replaced by the host name.
       - Not with O(other_slot), because each slot has its own node name.
     type: str
+  generation:
+    description:
+      - The generation the worker should run, as the celery_worker role writes it into the instance's environment
+        file (C(RELIABLE_CELERY_GENERATION)). Needs O(readiness=marker).
+    type: str
+  app_check:
+    description:
+      - Import the unit's Celery app (C(-A)) as the new process will, and check that it is a Celery app, before
+        stopping or starting anything.
+    type: bool
+    default: true
   kill_after:
     description:
       - Seconds after C(SIGTERM) at which whatever is left of the unit is killed with C(SIGKILL).
@@ -195,13 +215,27 @@ ready_seconds:
   returned: always
   type: float
   sample: 1.9
+generation:
+  description: With O(generation), the generation the worker runs when the module returns; null without a worker.
+  returned: always
+  type: str
+  sample: 3f0c9a1d2b7e4c55
+stale:
+  description: With O(state=started) and O(generation), whether the running worker runs another generation than
+    O(generation) (the module leaves it running; the caller restarts it).
+  returned: always
+  type: bool
+  sample: false
 """
 
+import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import time
+from urllib.parse import unquote, urlsplit
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.reliable.celery.plugins.module_utils import _systemd
@@ -213,6 +247,18 @@ KILL_GRACE_SECONDS = 10.0
 # passes: only kill_after may. A runtime drop-in (gone at reboot) lifts the timeout for that stop.
 RUNTIME_ROOT = "/run"
 HANDOVER_DROP_IN = "systemd/system/%s.d/50-reliable-celery-handover.conf"
+# The password of a URL (scheme://user:PASSWORD@host) in text the module relays.
+URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^:/?#@\s]*:)[^@\s]+@")
+# Shorter secrets are not masked: masking them would garble every message.
+MIN_MASKED_LENGTH = 3
+# Checks that the -A argument names a Celery app, the way `celery -A` finds it.
+APP_CHECK = (
+    "import sys\n"
+    "from celery import Celery\n"
+    "from celery.app.utils import find_app\n"
+    "app = find_app(sys.argv[1])\n"
+    "sys.exit(None if isinstance(app, Celery) else '%s is not a Celery app: %r' % (sys.argv[1], app))\n"
+)
 HANDOVER_DROP_IN_TEXT = """\
 # Written by reliable.celery's celery_worker_restart while this slot drains after a handover:
 # its running tasks may finish however long they take. Removed when the drain is over.
@@ -240,8 +286,44 @@ def process_running(pid):
         return False
 
 
+def mask_url_passwords(text):
+    return URL_PASSWORD.sub(r"\1********@", text)
+
+
+def credential_secrets(value):
+    """What to mask of a credential: its whole value and, for a URL, its password as written and decoded."""
+    secrets = {value.strip()}
+    for url in value.split(";"):
+        try:
+            password = urlsplit(url.strip()).password
+        except ValueError:
+            continue
+        if password:
+            secrets.update((password, unquote(password)))
+    return {secret for secret in secrets if len(secret) >= MIN_MASKED_LENGTH}
+
+
 def unit_name(name):
     return name if "." in name else name + ".service"
+
+
+def drop_in_path(unit):
+    return os.path.join(RUNTIME_ROOT, HANDOVER_DROP_IN % unit)
+
+
+def remove_empty_directory(path):
+    with contextlib.suppress(OSError):  # missing, or not empty
+        os.rmdir(path)
+
+
+def read_marker(path):
+    """The readiness marker's record, or {} while there is none."""
+    try:
+        with open(path) as marker:
+            record = json.load(marker)
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def runs_new_process(state, old_pid):
@@ -267,6 +349,8 @@ class WorkerRestart:
             killed=False,
             drain_seconds=0.0,
             ready_seconds=0.0,
+            generation=None,
+            stale=False,
         )
 
     def state(self, unit):
@@ -294,30 +378,109 @@ class WorkerRestart:
         journalctl = self.module.get_bin_path("journalctl")
         if not journalctl:
             return ""
-        return self.module.run_command([journalctl, "--no-pager", "-n", "30", "-u", unit])[1]
+        return mask_url_passwords(self.module.run_command([journalctl, "--no-pager", "-n", "30", "-u", unit])[1])
 
     def run(self):
+        units = [self.unit] + ([self.other_slot] if self.other_slot else [])
+        for unit in units:
+            self.protect_credentials(unit)
+        self.reload_changed_units(units)
         if self.other_slot:
             return self.run_slots()
         self.restart_in_place(self.loaded_state(self.unit))
         return self.result
+
+    def protect_credentials(self, unit):
+        """Mask the unit's secrets (its LoadCredential= files, readable by root) in all the module returns."""
+        for credential in _systemd.load_credentials(self.unit_text(unit)):
+            path = credential.partition(":")[2]
+            try:
+                with open(path) as source:
+                    self.module.no_log_values.update(credential_secrets(source.read()))
+            except (OSError, UnicodeDecodeError):
+                continue
+
+    def unit_text(self, unit):
+        rc, text, _err = self.module.run_command([self.systemctl, "cat", "--", unit])
+        return text if rc == 0 else ""
+
+    def reload_changed_units(self, units):
+        """Units whose files changed since systemd loaded them (a run interrupted before its reload) would start
+        with their old definition."""
+        if any(self.state(unit).need_daemon_reload for unit in units) and not self.module.check_mode:
+            self.daemon_reload()
+
+    def daemon_reload(self):
+        rc, _out, err = self.module.run_command([self.systemctl, "daemon-reload"])
+        if rc != 0:
+            raise RestartFailed("systemctl daemon-reload failed (rc=%d): %s" % (rc, err.strip()))
 
     def restart_in_place(self, before):
         """The drain strategy: SIGTERM, wait for the running tasks, start the same unit, confirm ready."""
         self.result["old_pid"] = before.main_pid
         self.result["was_running"] = before.running
         if self.params["state"] == "started" and before.running:
+            self.check_generation(before)
             return
         self.result["changed"] = True
         # Settle how readiness is checked before anything is sent.
         ready = self.readiness_check(before)
         if self.module.check_mode:
             return
+        self.check_app(before)
         if before.main_pid is not None:
             self.drain(before)
         self.start(before.unit, before.main_pid)
         new_pid = self.wait_for_new_main_pid(before.unit, before.main_pid)
         self.wait_ready(before.unit, new_pid, ready)
+        self.confirm_generation(before, new_pid)
+
+    # --- generations ---
+
+    def check_generation(self, state):
+        """state=started on a running worker: does it run the desired generation? Reported, not acted on."""
+        if not self.params["generation"]:
+            return
+        self.wait_ready(state.unit, state.main_pid, self.marker_check(state))
+        running = self.marker_generation(state, state.main_pid)
+        self.result["generation"] = running
+        if running != self.params["generation"]:
+            self.result.update(changed=True, stale=True)
+
+    def confirm_generation(self, state, pid):
+        """After a start: the new process must run the generation the caller wrote."""
+        if not self.params["generation"]:
+            return
+        running = self.marker_generation(state, pid)
+        self.result["generation"] = running
+        if running != self.params["generation"]:
+            raise RestartFailed(
+                "%s (main pid %d) started generation %s, not %s: the files it reads changed while it started "
+                "(another run on this host?). Run again." % (state.unit, pid, running, self.params["generation"])
+            )
+
+    def marker_generation(self, state, pid):
+        marker = read_marker(self.marker_path(state))
+        return marker.get("generation") if marker.get("pid") == pid else None
+
+    # --- the app check ---
+
+    def check_app(self, state):
+        """Import the Celery app the unit will run, as systemd will start it, before anything is stopped."""
+        if not self.params["app_check"]:
+            return
+        argv = state.exec_start_argv
+        app = _systemd.celery_app_argument(argv)
+        if not argv or app is None:
+            return
+        python = os.path.join(os.path.dirname(argv[0]), "python")
+        rc, out, err = self.module.run_command([*self.transient_command(state), python, "-c", APP_CHECK, app])
+        if rc != 0:
+            output = "\n".join((out + err).strip().splitlines()[-15:])
+            raise RestartFailed(
+                "%s cannot load its Celery app (-A %s) with its release, environment files and credentials "
+                "(rc=%d); nothing was stopped or started:\n%s" % (state.unit, app, rc, mask_url_passwords(output))
+            )
 
     # --- two slots ---
 
@@ -328,6 +491,7 @@ class WorkerRestart:
                 "marker_path and node cannot be used with other_slot: each slot has its own readiness marker "
                 "(in its RuntimeDirectory) and node name (its --hostname)"
             )
+        self.remove_stale_drop_ins(self.loaded_state(self.unit), self.loaded_state(self.other_slot))
         current, other = self.current_slot(self.loaded_state(self.unit), self.loaded_state(self.other_slot))
         self.result["unit"] = current.unit
         if self.params["strategy"] == "drain" or not current.running:
@@ -339,6 +503,7 @@ class WorkerRestart:
             current, other = other, current
         else:
             self.result.update(old_pid=current.main_pid, was_running=True)
+            self.check_generation(current)
         self.make_current(current.unit, other.unit)
         return self.result
 
@@ -375,9 +540,10 @@ class WorkerRestart:
     def hand_over(self, old, new):
         self.result.update(changed=True, old_pid=old.main_pid, was_running=True, unit=new.unit, previous_unit=old.unit)
         ready = self.readiness_check(new)
-        timeout = self.drain_timeout(old)
         if self.module.check_mode:
             return
+        timeout = self.drain_timeout(old)
+        self.check_app(new)
         self.wait_earlier_drain(new, timeout)
         self.refuse_two_running(old, self.state(new.unit))
         self.set_drop_in(new.unit, present=False)
@@ -388,6 +554,7 @@ class WorkerRestart:
         try:
             new_pid = self.wait_for_new_main_pid(new.unit, None)
             self.wait_ready(new.unit, new_pid, ready)
+            self.confirm_generation(new, new_pid)
         except RestartFailed as failure:
             self.systemctl_run(new.unit, "stop")
             self.set_drop_in(old.unit, present=False)
@@ -408,8 +575,20 @@ class WorkerRestart:
         self.wait_drained(slot.unit, timeout, why=", from an earlier handover; it must finish before the next handover")
         self.set_drop_in(slot.unit, present=False)
 
+    def remove_stale_drop_ins(self, *slots):
+        """A handover drop-in on a slot that is not draining was left by an interrupted handover: without it the
+        slot would keep an infinite stop timeout."""
+        for slot in slots:
+            stale = slot.active_state != "deactivating" and os.path.exists(drop_in_path(slot.unit))
+            if stale:
+                self.result["changed"] = True
+            if not self.module.check_mode:
+                if stale:
+                    self.set_drop_in(slot.unit, present=False)
+                remove_empty_directory(os.path.dirname(drop_in_path(slot.unit)))
+
     def set_drop_in(self, unit, present):
-        path = os.path.join(RUNTIME_ROOT, HANDOVER_DROP_IN % unit)
+        path = drop_in_path(unit)
         if present == os.path.exists(path):
             return
         if present:
@@ -418,9 +597,8 @@ class WorkerRestart:
                 drop_in.write(HANDOVER_DROP_IN_TEXT)
         else:
             os.remove(path)
-        rc, _out, err = self.module.run_command([self.systemctl, "daemon-reload"])
-        if rc != 0:
-            raise RestartFailed("systemctl daemon-reload failed (rc=%d): %s" % (rc, err.strip()))
+            remove_empty_directory(os.path.dirname(path))
+        self.daemon_reload()
 
     # --- one unit ---
 
@@ -536,32 +714,29 @@ class WorkerRestart:
             time.sleep(POLL_SECONDS)
         self.result["ready_seconds"] = round(time.monotonic() - started, 3)
 
+    def marker_path(self, state):
+        if self.params["marker_path"]:
+            return self.params["marker_path"]
+        if not state.runtime_directories:
+            raise RestartFailed(
+                "%s has no RuntimeDirectory for a readiness marker: set marker_path, or readiness=ping or none"
+                % state.unit
+            )
+        return os.path.join(RUNTIME_ROOT, state.runtime_directories[0], "ready")
+
     def marker_check(self, state):
-        path = self.params["marker_path"]
-        if not path:
-            if not state.runtime_directories:
-                raise RestartFailed(
-                    "%s has no RuntimeDirectory for a readiness marker: set marker_path, or readiness=ping or none"
-                    % state.unit
-                )
-            path = os.path.join(RUNTIME_ROOT, state.runtime_directories[0], "ready")
+        path = self.marker_path(state)
 
         def marker_names(pid):
-            try:
-                with open(path) as marker:
-                    return json.load(marker).get("pid") == pid
-            except (OSError, ValueError):
-                return False
+            return read_marker(path).get("pid") == pid
 
         return marker_names
 
-    def ping_check(self, state):
-        argv = state.exec_start_argv
-        if "worker" not in argv:
-            raise RestartFailed("%s does not run `celery ... worker`: use readiness=marker or none" % state.unit)
-        node = self.params["node"] or self.node_from(state)
+    def transient_command(self, state):
+        """systemd-run running a command as the unit would: its user, environment files, credentials and directory."""
         command = ["systemd-run", "--quiet", "--pipe", "--wait", "--collect"]
-        for name, value in (("User", state.user), ("Group", state.group)):
+        properties = {"User": state.user, "Group": state.group, "WorkingDirectory": state.working_directory}
+        for name, value in properties.items():
             if value:
                 command += ["-p", "%s=%s" % (name, value)]
         for path in state.environment_files:
@@ -571,7 +746,15 @@ class WorkerRestart:
             raise RestartFailed("systemctl cat %s failed (rc=%d): %s" % (state.unit, rc, err.strip()))
         for credential in _systemd.load_credentials(unit_text):
             command += ["-p", "LoadCredential=%s" % credential]
-        command += [*argv[: argv.index("worker")], "inspect", "ping", "-d", node, "--timeout", "1"]
+        return command
+
+    def ping_check(self, state):
+        argv = state.exec_start_argv
+        if "worker" not in argv:
+            raise RestartFailed("%s does not run `celery ... worker`: use readiness=marker or none" % state.unit)
+        node = self.params["node"] or self.node_from(state)
+        command = [*self.transient_command(state), *argv[: argv.index("worker")]]
+        command += ["inspect", "ping", "-d", node, "--timeout", "1"]
 
         def node_answers(_pid):
             return self.module.run_command(command)[0] == 0
@@ -602,6 +785,8 @@ def main():
             marker_path=dict(type="path"),
             node=dict(type="str"),
             kill_after=dict(type="float"),
+            generation=dict(type="str"),
+            app_check=dict(type="bool", default=True),
         ),
         required_if=[("strategy", "handover", ("other_slot",))],
         supports_check_mode=True,
@@ -609,6 +794,9 @@ def main():
     for option in ("drain_timeout", "ready_timeout", "kill_after"):
         if module.params[option] is not None and module.params[option] <= 0:
             module.fail_json(msg="%s must be a positive number of seconds, got %s" % (option, module.params[option]))
+
+    if module.params["generation"] and module.params["readiness"] != "marker":
+        module.fail_json(msg="generation needs readiness=marker: the readiness marker records the running generation")
 
     restart = WorkerRestart(module)
     try:

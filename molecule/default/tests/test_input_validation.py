@@ -75,6 +75,25 @@ CASES = {
     "no app to install": ({"celery_worker_app_packages": []}, "must name the app to install"),
     # celery_base checks what every service takes: Flower's user-name rule now holds for workers too.
     "service user that is no account name": ({"celery_worker_user": "Celery Admin"}, "system account names"),
+    # An existing account is used unchanged, so root, a person's account or a login shell is refused.
+    "root as the service user": ({"celery_worker_user": "root"}, "celery_worker_user is user 'root' with id 0 (root)"),
+    "a non-system account as the service user": (
+        {"celery_worker_user": "nobody"},
+        "celery_worker_user is user 'nobody', an existing account that is not a system account (id 65534 >= UID_MIN",
+    ),
+    "a system account with a login shell as the service user": (
+        {"celery_worker_user": "sync"},
+        "celery_worker_user is user 'sync', an existing system account with the login shell '/bin/sync'",
+    ),
+    "a system directory as the config dir": (
+        {"celery_worker_config_dir": "/etc"},
+        "celery_worker_config_dir must be an absolute, normalised path at least two levels deep",
+    ),
+    "a system directory as the home": ({"celery_worker_home": "/var/lib"}, "keep no files; refused: /var/lib."),
+    "the root among the read-write paths": (
+        {"celery_worker_read_write_paths": ["/srv/app/uploads", "/"]},
+        "celery_worker_read_write_paths must be an absolute, normalised path",
+    ),
 }
 BROKER_VALID = {"celery_broker_password": "Broker-Secret-7f3a-0d2c9e"}
 BROKER_CASES = {
@@ -149,6 +168,14 @@ BEAT_CASES = {
     ),
     "beat: unknown log level": ({"celery_beat_loglevel": "LOUD"}, "DEBUG, INFO, WARNING, ERROR, CRITICAL"),
     "beat: malformed scheduler": ({"celery_beat_scheduler": "DatabaseScheduler"}, "celery_beat_scheduler must be"),
+    "beat: root as the service group": (
+        {"celery_beat_group": "root"},
+        "celery_beat_group is group 'root' with id 0 (root)",
+    ),
+    "beat: a home in /home": (
+        {"celery_beat_home": "/home/deploy"},
+        "celery_beat_home must be an absolute, normalised path",
+    ),
 }
 FLOWER = "reliable.celery.celery_flower"
 FLOWER_VALID = {"celery_flower_broker_url": "redis://:Broker-Secret-7f3a-0d2c9e@127.0.0.1:6379/0"}
@@ -179,6 +206,10 @@ FLOWER_CASES = {
     ),
     "flower: managed option": ({"celery_flower_options": {"basic_auth": "x:y"}}, "refused: basic_auth"),
     "flower: unpinned version": ({"celery_flower_version": "latest"}, "celery_flower_version must be an exact version"),
+    "flower: a system directory as the install dir": (
+        {"celery_flower_install_dir": "/usr/local"},
+        "celery_flower_install_dir must be an absolute, normalised path",
+    ),
 }
 
 

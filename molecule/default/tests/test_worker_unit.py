@@ -101,7 +101,7 @@ def test_service_user(host) -> None:
 @pytest.mark.parametrize(
     ("path", "owner", "group", "mode"),
     [
-        ("/etc/celery", "root", "celery", 0o750),
+        ("/etc/celery", "root", "root", 0o755),
         ("/etc/celery/worker.env", "root", "celery", 0o640),
         ("/etc/celery/worker-settings.json", "root", "celery", 0o640),
         ("/etc/celery/worker-instances", "root", "celery", 0o750),
@@ -110,7 +110,7 @@ def test_service_user(host) -> None:
         ("/etc/systemd/system/celery-worker@.service", "root", "root", 0o644),
         ("/etc/systemd/system/celery-worker-b@.service", "root", "root", 0o644),
         ("/opt/celery/releases", "root", "root", 0o755),
-        ("/var/lib/celery", "celery", "celery", 0o750),
+        ("/var/lib/celery", "celery", "celery", 0o751),
         ("/var/lib/celery/worker-default", "celery", "celery", 0o750),
     ],
 )
@@ -126,4 +126,4 @@ def test_release_is_owned_by_root_and_runs_the_pinned_celery(host) -> None:
     assert host.check_output(f"find {release} ! -user root -o -perm /022 ! -type l | head -5") == ""
     assert host.check_output(f"{release}/bin/celery --version").startswith("5.7.0 ")
     manifest = json.loads(host.file(f"{release}/.release.json").content_string)
-    assert manifest["packages"][0] == "celery[redis]==5.7.0", manifest
+    assert manifest["celery"] == "celery[redis]==5.7.0", manifest

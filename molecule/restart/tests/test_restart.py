@@ -118,7 +118,8 @@ def test_handler_restart_under_load_loses_nothing_kills_nothing_runs_nothing_twi
             late_ids = send_tasks(host, [("example.sleep", [0.2], "")] * 20)
         result = converge.result()
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
-    assert "HANDLER [reliable.celery.celery_worker : Restart changed celery workers gracefully]" in result.stdout
+    handler = "Restart the celery workers that run a stale generation, gracefully"
+    assert f"HANDLER [reliable.celery.celery_worker : {handler}]" in result.stdout
     new_unit = current_unit(host, INSTANCE)
     new_pid = main_pid(host, new_unit)
     assert new_pid not in (0, old_pid)

@@ -10,8 +10,9 @@ The units run ``celery -A reliable_celery_app worker|beat|flower``. This module:
 - sets ``broker_url`` and ``result_backend`` from the systemd credentials of the same names
   (``$CREDENTIALS_DIRECTORY``, ``LoadCredential=``): the passwords in them never enter the
   environment, which every process a task starts would inherit;
-- writes ``$RUNTIME_DIRECTORY/ready`` (the pid, node name and time) when the worker is ready to
-  consume, and sends ``READY=1`` to ``$NOTIFY_SOCKET`` when systemd provides one.
+- writes ``$RUNTIME_DIRECTORY/ready`` (the pid, node name, time and the generation it started with,
+  ``RELIABLE_CELERY_GENERATION`` from its environment file) when the worker is ready to consume, and
+  sends ``READY=1`` to ``$NOTIFY_SOCKET`` when systemd provides one.
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ CREDENTIAL_SETTINGS = ("broker_url", "result_backend")
 
 
 def _load_app():
-    if not os.environ.get("RELIABLE_CELERY_APP"):
+    name = os.environ.get("RELIABLE_CELERY_APP")
+    if not name:
         return Celery()
-    module_name, _, attribute = os.environ["RELIABLE_CELERY_APP"].partition(":")
-    return getattr(importlib.import_module(module_name), attribute)
+    module_name, _, attribute = name.partition(":")
+    app = getattr(importlib.import_module(module_name), attribute)
+    if not isinstance(app, Celery):
+        raise TypeError("RELIABLE_CELERY_APP=%s is not a Celery app but %r" % (name, type(app)))
+    return app
 
 
 def _settings():
@@ -69,6 +74,12 @@ def _announce_ready(sender=None, **_kwargs) -> None:
         marker = Path(runtime_directory) / "ready"
         partial = marker.with_name("ready.partial")
         node = getattr(sender, "hostname", None)
-        partial.write_text(json.dumps({"pid": os.getpid(), "node": node, "ready_at": time.time()}) + "\n")
+        record = {
+            "pid": os.getpid(),
+            "node": node,
+            "ready_at": time.time(),
+            "generation": os.environ.get("RELIABLE_CELERY_GENERATION"),
+        }
+        partial.write_text(json.dumps(record) + "\n")
         partial.replace(marker)
     _notify_systemd(f"READY=1\nMAINPID={os.getpid()}")

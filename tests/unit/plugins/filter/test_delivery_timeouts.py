@@ -9,6 +9,7 @@ from ansible_collections.reliable.celery.plugins.filter.delivery_timeouts import
     DEFAULTS,
     delivery_timeouts,
     host_delivery_timeouts,
+    whole_number,
 )
 
 
@@ -54,3 +55,19 @@ def test_the_defaults_for_hostvars_are_the_roles_own(role: str) -> None:
     for name, value in DEFAULTS.items():
         line = f'celery_{role}_{name}: "{{{{ celery_{name} | default({value}) }}}}"'
         assert re.search(rf"^{re.escape(line)}$", defaults, re.MULTILINE), line
+
+
+@pytest.mark.parametrize(("value", "expected"), [(5, 5), ("5", 5), (" 12 ", 12), (0, 0)])
+def test_whole_number_takes_numbers_and_digits(value: object, expected: int) -> None:
+    assert whole_number(value, "celery_worker_restart_seconds") == expected
+
+
+@pytest.mark.parametrize("value", ["-5", "5s", "", True, None, 2.5, [1]])
+def test_whole_number_refuses_anything_else_naming_the_variable(value: object) -> None:
+    with pytest.raises(AnsibleFilterError, match=r"celery_worker_restart_seconds must be a whole number >= 0, got"):
+        whole_number(value, "celery_worker_restart_seconds")
+
+
+def test_whole_number_has_a_minimum() -> None:
+    with pytest.raises(AnsibleFilterError, match=r"celery_worker_ready_timeout_seconds must be a whole number >= 1"):
+        whole_number("0", "celery_worker_ready_timeout_seconds", 1)

@@ -3,19 +3,20 @@ from __future__ import annotations
 from ansible_collections.reliable.celery.plugins.filter.restart_selection import restart_selection
 
 
-def loop(*changed: tuple[str, bool]) -> dict:
-    return {"results": [{"item": {"name": name}, "changed": flag} for name, flag in changed]}
+def loop(*stale: tuple[str, bool]) -> dict:
+    return {"results": [{"item": {"name": name}, "changed": flag, "stale": flag} for name, flag in stale]}
 
 
-def test_a_shared_change_restarts_every_instance_but_those_just_started() -> None:
-    started = loop(("a", False), ("b", True), ("c", False))
-    assert restart_selection(["a", "b", "c"], True, loop(), started) == ["a", "c"]
+def test_instances_running_a_stale_generation_in_the_order_of_names() -> None:
+    started = loop(("c", True), ("a", True), ("b", False))
+    assert restart_selection(["a", "b", "c"], started) == ["a", "c"]
 
 
-def test_otherwise_only_instances_whose_own_file_changed() -> None:
-    files = loop(("a", False), ("b", True), ("c", True))
-    assert restart_selection(["a", "b", "c"], False, files, loop(("c", True))) == ["b"]
+def test_an_instance_just_started_runs_the_desired_generation() -> None:
+    started = {"results": [{"item": {"name": "a"}, "changed": True, "stale": False}]}
+    assert restart_selection(["a"], started) == []
 
 
-def test_skipped_loops_select_nothing_of_their_own() -> None:
-    assert restart_selection(["a"], False, {"skipped": True}, None) == []
+def test_a_skipped_start_task_selects_nothing() -> None:
+    assert restart_selection(["a"], {"skipped": True, "results": []}) == []
+    assert restart_selection(["a"], None) == []

@@ -72,6 +72,8 @@ User=celery
 Group=workers
 EnvironmentFiles=/etc/a.env (ignore_errors=no)
 EnvironmentFiles=/etc/b.env (ignore_errors=yes)
+WorkingDirectory=/var/lib/celery
+NeedDaemonReload=yes
 """
     assert _systemd.UnitState.from_show_output("x.service", output) == _systemd.UnitState(
         unit="x.service",
@@ -86,6 +88,8 @@ EnvironmentFiles=/etc/b.env (ignore_errors=yes)
         user="celery",
         group="workers",
         environment_files=("/etc/a.env", "/etc/b.env"),
+        working_directory="/var/lib/celery",
+        need_daemon_reload=True,
     )
 
 
@@ -173,3 +177,18 @@ def test_load_credentials_follow_drop_ins_and_resets() -> None:
     )
     assert _systemd.load_credentials(text) == ["c:/x/c"]
     assert _systemd.load_credentials("[Service]\nLoadCredential=a:/x/a\nLoadCredentialEncrypted=b:/x/b\n") == ["a:/x/a"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "app"),
+    [
+        (["celery", "-A", "reliable_celery_app", "worker"], "reliable_celery_app"),
+        (["celery", "-Aproj", "worker"], "proj"),
+        (["celery", "--app=proj.celery:app", "beat"], "proj.celery:app"),
+        (["celery", "--app", "proj", "flower"], "proj"),
+        (["celery", "worker"], None),
+        (["celery", "-A"], None),
+    ],
+)
+def test_celery_app_argument(argv: list[str], app: str | None) -> None:
+    assert _systemd.celery_app_argument(argv) == app

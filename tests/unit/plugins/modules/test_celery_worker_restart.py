@@ -40,6 +40,13 @@ class FakeHost:
         self.signals: list[tuple[int, int]] = []
         self.commands: list[list[str]] = []
         self.units: dict[str, FakeSystemd] = {}
+        # The generation the instance's files name (RELIABLE_CELERY_GENERATION); a process keeps the one it
+        # started with.
+        self.files_generation = "g1"
+        self.generation_of: dict[int, str] = {}
+        # What the app check (systemd-run python -c ...) answers: rc, stdout, stderr.
+        self.app_check = (0, "", "")
+        self.credential_files: dict[str, str] = {}
 
     # -- what the module calls --
     def run_command(self, args: list[str]) -> tuple[int, str, str]:
@@ -47,15 +54,18 @@ class FakeHost:
         verb = args[1] if args[0].endswith("systemctl") else args[0]
         if verb == "daemon-reload":
             for unit in self.units.values():
+                unit.need_daemon_reload = False
                 unit.drop_in = (self.run_root / restart_module.HANDOVER_DROP_IN.replace("%s", unit.name)).exists()
             return 0, "", ""
         if verb in ("show", "start", "restart", "stop", "kill", "enable", "disable"):
             return self.units[args[-1]].systemctl(verb, args)
         if verb == "cat":
             return 0, UNIT_TEXT, ""
-        if verb == "systemd-run":  # celery inspect ping -d NODE
+        if verb == "systemd-run" and "inspect" in args:  # celery inspect ping -d NODE
             node = args[args.index("-d") + 1]
             return (0 if any(unit.answers(node) for unit in self.units.values()) else 1), "", ""
+        if verb == "systemd-run":  # the app check
+            return self.app_check
         return 0, "journal lines\n", ""
 
     def kill(self, pid: int, signum: int) -> None:
@@ -82,6 +92,7 @@ class FakeHost:
     def spawn(self) -> int:
         self.next_pid += 1
         self.alive.add(self.next_pid)
+        self.generation_of[self.next_pid] = self.files_generation
         return self.next_pid
 
 
@@ -110,6 +121,7 @@ class FakeSystemd:
         self.ready_delay = 1.5  # worker_ready fires this long after a start
         self.ready_at: dict[int, float] = {}
         self.start_works = True
+        self.need_daemon_reload = False
         if running:
             self.spawn()
 
@@ -166,7 +178,8 @@ class FakeSystemd:
             self.spawn()
         for pid, at in self.ready_at.items():
             if self.host.now >= at and pid == self.main:
-                self.marker.write_text(json.dumps({"pid": pid, "node": f"{self.instance}@host"}))
+                record = {"pid": pid, "node": f"{self.instance}@host", "generation": self.host.generation_of[pid]}
+                self.marker.write_text(json.dumps(record))
 
     def answers(self, node: str) -> bool:
         """Whether this unit's worker is the node and ready to answer a ping."""
@@ -187,6 +200,8 @@ class FakeSystemd:
                 f"SubState={self.sub_state}",
                 f"MainPID={self.main or 0}",
                 f"UnitFileState={'enabled' if self.enabled else 'disabled'}",
+                f"NeedDaemonReload={'yes' if self.need_daemon_reload else 'no'}",
+                "WorkingDirectory=/var/lib/celery",
                 f"TimeoutStopUSec={'infinity' if self.drop_in else self.timeout_stop}",
                 f"RuntimeDirectory=celery/worker-{self.instance}",
                 "ExecStart={ path=/opt/r/bin/celery ; argv[]=/opt/r/bin/celery -A reliable_celery_app worker "
@@ -204,7 +219,9 @@ class FakeSystemd:
         self.stopping_since = None
 
     def systemctl_verbs(self) -> list[str]:
-        return [args[1] for args in self.host.commands if args[0].endswith("systemctl") and args[1] != "show"]
+        return [
+            args[1] for args in self.host.commands if args[0].endswith("systemctl") and args[1] not in ("show", "cat")
+        ]
 
 
 @pytest.fixture
@@ -282,6 +299,8 @@ def test_running_worker_gets_sigterm_on_its_main_pid_only_then_a_ready_successor
         "killed": False,
         "drain_seconds": pytest.approx(3.0, abs=0.25),
         "ready_seconds": pytest.approx(1.5, abs=0.25),
+        "generation": None,
+        "stale": False,
     }
 
 
@@ -422,10 +441,10 @@ def test_unit_being_stopped_by_someone_else_is_waited_for_not_signalled(systemd,
 def test_ping_readiness_asks_the_node_as_the_unit_would(systemd, run, monkeypatch) -> None:
     monkeypatch.setattr(restart_module.socket, "gethostname", lambda: "worker1")
     result = run(readiness="ping")
-    ping = next(args for args in systemd.commands if args[0] == "systemd-run")
+    ping = next(args for args in systemd.commands if args[0] == "systemd-run" and "inspect" in args)
     assert ping == [
         "systemd-run", "--quiet", "--pipe", "--wait", "--collect",
-        "-p", "User=celery", "-p", "Group=celery",
+        "-p", "User=celery", "-p", "Group=celery", "-p", "WorkingDirectory=/var/lib/celery",
         "-p", "EnvironmentFile=/etc/celery/worker.env",
         "-p", "EnvironmentFile=/etc/celery/worker-instances/default.env",
         "-p", "LoadCredential=broker_url:/etc/celery/credentials/worker/broker_url",
@@ -440,7 +459,7 @@ def test_readiness_none_waits_for_a_new_main_pid_only(systemd, run) -> None:
     systemd.ready_delay = 10_000
     result = run(readiness="none")
     assert (result["changed"], result["new_pid"], result["ready_seconds"]) == (True, 101, 0.0)
-    assert not any(args[0] == "systemd-run" for args in systemd.commands)
+    assert not any(args[0] == "systemd-run" and "inspect" in args for args in systemd.commands)
 
 
 def test_marker_readiness_needs_a_runtime_directory_or_a_path(systemd, fail, monkeypatch) -> None:
@@ -459,7 +478,7 @@ def slots(host: FakeHost) -> tuple[FakeSystemd, FakeSystemd]:
 
 
 def commands_on(host: FakeHost, unit: str) -> list[str]:
-    return [" ".join(args[1:-2]) for args in host.commands if args[-1] == unit and args[1] != "show"]
+    return [" ".join(args[1:-2]) for args in host.commands if args[-1] == unit and args[1] not in ("show", "cat")]
 
 
 def test_handover_starts_the_other_slot_and_stops_the_old_one_only_once_the_new_one_is_ready(host, slots, run) -> None:
@@ -477,10 +496,12 @@ def test_handover_starts_the_other_slot_and_stops_the_old_one_only_once_the_new_
         "killed": False,
         "drain_seconds": pytest.approx(400.0, abs=0.5),
         "ready_seconds": pytest.approx(1.5, abs=0.25),
+        "generation": None,
+        "stale": False,
     }
     assert commands_on(host, SLOT_B) == ["start", "enable"]
     assert commands_on(host, UNIT) == ["stop --no-block", "disable"]
-    order = [args[1:] for args in host.commands if args[1] != "show"]
+    order = [args[1:] for args in host.commands if args[1] not in ("show", "cat")]
     assert order.index(["start", "--", SLOT_B]) < order.index(["stop", "--no-block", "--", UNIT])
     assert order.index(["daemon-reload"]) < order.index(["start", "--", SLOT_B]), "the drop-in is in before"
     assert host.signals == [(100, signal.SIGTERM)], "SIGTERM to the old main process only"
@@ -582,7 +603,7 @@ def test_an_old_slot_draining_past_drain_timeout_fails_after_the_handover(slots,
 def test_state_started_leaves_the_running_current_slot_alone(host, run) -> None:
     result = run(**HANDOVER, state="started")
     assert (result["changed"], result["unit"], result["old_pid"]) == (False, UNIT, 100)
-    assert [args[1] for args in host.commands if args[1] != "show"] == []
+    assert [args[1] for args in host.commands if args[1] not in ("show", "cat")] == []
 
 
 def test_state_started_enables_exactly_the_current_slot(slots, run) -> None:
@@ -606,10 +627,141 @@ def test_drain_with_two_slots_restarts_the_current_slot_in_place(host, run) -> N
 def test_check_mode_handover_reports_a_change_and_sends_nothing(host, run) -> None:
     result = run(**HANDOVER, _ansible_check_mode=True)
     assert (result["changed"], result["unit"], result["previous_unit"]) == (True, SLOT_B, UNIT)
-    assert [args[1] for args in host.commands if args[1] != "show"] == []
+    assert [args[1] for args in host.commands if args[1] not in ("show", "cat")] == []
     assert host.signals == []
 
 
 @pytest.mark.usefixtures("slots")
 def test_a_marker_path_cannot_serve_two_slots(fail) -> None:
     assert "each slot has its own readiness marker" in fail(**HANDOVER, marker_path="/run/x")["msg"]
+
+
+# --- generations: restarts follow what runs, not what changed in this run ---
+
+
+@pytest.mark.usefixtures("slots")
+def test_started_reports_a_worker_on_another_generation_as_stale_and_leaves_it_running(host, run) -> None:
+    host.sleep(2)  # the running slot is ready with generation g1
+    result = run(**HANDOVER, state="started", generation="g2")
+    assert (result["changed"], result["stale"], result["generation"]) == (True, True, "g1")
+    assert host.signals == []
+    assert commands_on(host, UNIT) == []
+    assert commands_on(host, SLOT_B) == []
+
+
+@pytest.mark.usefixtures("slots")
+def test_started_on_the_desired_generation_changes_nothing(host, run) -> None:
+    host.sleep(2)
+    result = run(**HANDOVER, state="started", generation="g1")
+    assert (result["changed"], result["stale"], result["generation"]) == (False, False, "g1")
+
+
+@pytest.mark.usefixtures("slots")
+def test_a_worker_that_predates_generations_is_stale(host, run) -> None:
+    host.sleep(2)
+    host.units[UNIT].marker.write_text(json.dumps({"pid": 100, "node": "default@host"}))
+    assert run(**HANDOVER, state="started", generation="g1")["stale"] is True
+
+
+@pytest.mark.usefixtures("slots")
+def test_a_handover_confirms_the_new_slot_runs_the_desired_generation(host, run) -> None:
+    host.files_generation = "g2"
+    result = run(**HANDOVER, generation="g2")
+    assert (result["unit"], result["generation"], result["stale"]) == (SLOT_B, "g2", False)
+
+
+@pytest.mark.usefixtures("slots")
+def test_a_new_slot_on_another_generation_than_asked_fails_and_the_old_one_keeps_running(host, fail) -> None:
+    result = fail(**HANDOVER, generation="g2")  # the files still name g1: another run rewrote them
+    assert "started generation g1, not g2" in result["msg"]
+    assert "keeps running untouched" in result["msg"]
+    assert host.units[UNIT].active_state == "active"
+    assert host.units[SLOT_B].active_state == "inactive"
+
+
+def test_generation_needs_the_readiness_marker(systemd, fail) -> None:
+    assert "generation needs readiness=marker" in fail(generation="g1", readiness="ping")["msg"]
+    assert systemd.commands == []
+
+
+# --- the app check: nothing is stopped for a release or configuration that cannot load its app ---
+
+
+@pytest.mark.parametrize("strategy", [{}, HANDOVER])
+def test_an_app_that_does_not_load_fails_before_anything_is_stopped(host, slots, fail, strategy) -> None:
+    host.app_check = (1, "", "Traceback...\nAttributeError: module 'pkg.celery' has no attribute 'nope'\n")
+    args = strategy or {"other_slot": "celery-worker-b@default"}
+    result = fail(**args)
+    assert "cannot load its Celery app (-A reliable_celery_app)" in result["msg"]
+    assert "has no attribute 'nope'" in result["msg"]
+    assert host.signals == []
+    assert commands_on(host, UNIT) == []
+    assert commands_on(host, SLOT_B) == []
+    check = next(args for args in host.commands if args[0] == "systemd-run")
+    assert "-p" in check
+    assert "LoadCredential=broker_url:/etc/celery/credentials/worker/broker_url" in check
+    assert check[-4:-2] == ["/opt/r/bin/python", "-c"]
+    assert check[-1] == "reliable_celery_app"
+
+
+def test_the_app_check_can_be_turned_off(systemd, host, run) -> None:
+    host.app_check = (1, "", "boom")
+    assert run(app_check=False)["changed"] is True
+
+
+# --- leftovers of interrupted runs ---
+
+
+@pytest.mark.usefixtures("slots")
+def test_a_drop_in_left_by_an_interrupted_handover_is_removed_with_its_directory(host, run) -> None:
+    drop_in = Path(host.run_root, restart_module.HANDOVER_DROP_IN % UNIT)
+    drop_in.parent.mkdir(parents=True)
+    drop_in.write_text(restart_module.HANDOVER_DROP_IN_TEXT)
+    host.units[UNIT].drop_in = True
+    result = run(other_slot="celery-worker-b@default")  # a drain of the current slot needs its TimeoutStopSec
+    assert result["changed"] is True
+    assert not drop_in.parent.exists()
+    assert result["drain_seconds"] == pytest.approx(3.0, abs=0.25)
+
+
+@pytest.mark.usefixtures("slots")
+def test_a_handover_leaves_no_empty_drop_in_directory(host, run) -> None:
+    run(**HANDOVER)
+    assert not list(Path(host.run_root, "systemd/system").glob("*.d"))
+
+
+@pytest.mark.usefixtures("slots")
+def test_check_mode_reports_a_stale_drop_in_and_removes_nothing(host, run) -> None:
+    drop_in = Path(host.run_root, restart_module.HANDOVER_DROP_IN % UNIT)
+    drop_in.parent.mkdir(parents=True)
+    drop_in.write_text(restart_module.HANDOVER_DROP_IN_TEXT)
+    host.units[UNIT].drop_in = True
+    host.sleep(2)
+    assert run(**HANDOVER, state="started", _ansible_check_mode=True)["changed"] is True
+    assert drop_in.exists()
+
+
+def test_units_changed_on_disk_are_reloaded_before_the_start(systemd, run) -> None:
+    systemd.need_daemon_reload = True
+    run()
+    assert systemd.systemctl_verbs()[0] == "daemon-reload"
+
+
+# --- secrets in what the module relays ---
+
+
+def test_passwords_never_reach_the_modules_output(systemd, host, fail, tmp_path, monkeypatch) -> None:
+    credential = tmp_path / "broker_url"
+    credential.write_text("redis://:s3cret%2Fpw@broker:6379/0")
+    monkeypatch.setattr(
+        host, "run_command",
+        lambda args, original=host.run_command: (0, f"LoadCredential=broker_url:{credential}\n", "")
+        if args[1:2] == ["cat"] else original(args),
+    )  # fmt: skip
+    host.app_check = (
+        1, "", "ValueError: cannot connect to redis://:s3cret%2Fpw@broker:6379/0 (s3cret/pw) amqp://u:other@h//\n"
+    )  # fmt: skip
+    message = fail()["msg"]
+    assert "s3cret" not in message
+    assert "other@" not in message
+    assert "redis://:********@broker" in message

@@ -1,0 +1,91 @@
+"""Restarts follow what runs: every worker runs the generation its files name, a run is green only
+when they all do, and nothing is stopped for a release or configuration that cannot load its app."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import current_slot, current_unit, main_pid, run_playbook, scenario_file
+
+# molecule/default/converge.yml's instances.
+INSTANCES = [
+    {"name": "default", "queues": ["celery"], "concurrency": 2},
+    {
+        "name": "reports",
+        "app": "reliable_celery_example.plain:app",
+        "queues": ["reports", "slow"],
+        "concurrency": 1,
+        "max_tasks_per_child": 100,
+        "extra_args": ["--without-mingle", "--without-gossip"],
+        "environment": {"REPORTS_ONLY": "1"},
+    },
+]
+
+
+def with_default(**changes: object) -> list[dict]:
+    return [{**INSTANCES[0], **changes}, INSTANCES[1]]
+
+
+def running_generation(host, instance: str) -> str | None:
+    _unit, marker = current_slot(host, instance)
+    return json.loads(host.file(marker).content_string).get("generation")
+
+
+def desired_generation(host, instance: str) -> str:
+    text = host.file(f"/etc/celery/worker-instances/{instance}.env").content_string
+    prefix = "RELIABLE_CELERY_GENERATION="
+    return next(line.removeprefix(prefix).strip("'\"") for line in text.splitlines() if line.startswith(prefix))
+
+
+def converge(**variables: object):
+    return run_playbook(scenario_file("converge.yml"), extra_vars=variables)
+
+
+def test_every_instance_runs_the_generation_its_file_names(host) -> None:
+    for instance in ("default", "reports"):
+        assert running_generation(host, instance) == desired_generation(host, instance)
+
+
+def test_an_app_that_cannot_load_fails_every_run_until_fixed_while_the_worker_keeps_running(host) -> None:
+    unit = current_unit(host, "default")
+    pid, generation = main_pid(host, unit), running_generation(host, "default")
+    broken = with_default(app="reliable_celery_example.celery:nope")
+    for attempt in ("first", "second, identical"):
+        result = converge(celery_worker_instances=broken)
+        assert result.returncode != 0, f"the {attempt} run was green on a worker that runs another generation"
+        output = result.stdout + result.stderr
+        assert "cannot load its Celery app" in output, output[-6000:]
+        assert "has no attribute 'nope'" in output
+        assert (current_unit(host, "default"), main_pid(host, unit)) == (unit, pid), "the running worker was touched"
+    assert running_generation(host, "default") == generation != desired_generation(host, "default")
+
+    fixed = converge(celery_worker_instances=with_default(environment={"FIXED": "1"}))
+    assert fixed.returncode == 0, fixed.stdout[-3000:]
+    assert main_pid(host, current_unit(host, "default")) != pid
+    assert running_generation(host, "default") == desired_generation(host, "default")
+    assert converge().returncode == 0
+
+
+def test_a_drain_instance_whose_app_is_no_celery_app_stays_up_and_a_stale_drop_in_goes(host) -> None:
+    unit = current_unit(host, "default")
+    pid = main_pid(host, unit)
+    # What a handover interrupted by Ctrl-C leaves on the slot that kept running.
+    drop_in_dir = f"/run/systemd/system/{unit}.d"
+    drop_in = f"{drop_in_dir}/50-reliable-celery-handover.conf"
+    host.check_output(f"mkdir -p {drop_in_dir} && printf '[Service]\\nTimeoutStopSec=infinity\\n' > {drop_in}")
+    host.check_output("systemctl daemon-reload")
+    result = converge(celery_worker_instances=with_default(app="os:system", restart_strategy="drain"))
+    assert result.returncode != 0
+    assert "is not a Celery app" in result.stdout + result.stderr, (result.stdout + result.stderr)[-6000:]
+    assert main_pid(host, unit) == pid, "the drain instance was stopped for an app that cannot run"
+    assert not host.file(drop_in_dir).exists, "the interrupted handover's drop-in is still there"
+    assert unit_properties_timeout(host, unit) != "infinity"
+
+    assert converge().returncode == 0
+    assert main_pid(host, unit) == pid, "the instance was restarted although it runs the desired generation"
+    leftovers = host.check_output("find /run/systemd/system -mindepth 1 -maxdepth 1 -name 'celery-worker*.d'")
+    assert leftovers == "", f"drop-in directories left behind: {leftovers}"
+
+
+def unit_properties_timeout(host, unit: str) -> str:
+    return host.check_output(f"systemctl show -p TimeoutStopUSec --value {unit}")
