@@ -122,11 +122,18 @@ def test_no_client_was_refused_a_command_key_or_channel(fleet) -> None:
     log = redis_cli(fleet[BROKER], "--json", "ACL", "LOG", "128")
     assert log.rc == 0, log.stderr
     entries = json.loads(log.stdout or "[]")
-    refused = [
-        "{username}: {object} ({reason}, {context}) x{count}".format_map(entry)
-        for entry in entries
-        if entry.get("reason") != "auth"
-    ]
+    # The client's address names the host it ran on; its name and last command, the process.
+    addresses = {"127.0.0.1": BROKER, **{host.check_output("hostname -I").split()[0]: name for name, host in fleet.items()}}
+    refused = []
+    for entry in entries:
+        if entry.get("reason") == "auth":
+            continue
+        client = dict(field.split("=", 1) for field in entry["client-info"].split() if "=" in field)
+        source = addresses.get(client.get("addr", "").rpartition(":")[0], "an unknown host")
+        refused.append(
+            "{username}: {object} ({reason}, {context}) x{count}, {age-seconds} s ago".format_map(entry)
+            + f", from {source}: {entry['client-info']}"
+        )
     assert refused == [], "\n".join(refused)
 
 
