@@ -272,7 +272,8 @@ APP_CHECK = (
     "from celery import Celery\n"
     "from celery.app.utils import find_app\n"
     "app = find_app(sys.argv[1])\n"
-    "sys.exit(None if isinstance(app, Celery) else '%s is not a Celery app: %r' % (sys.argv[1], app))\n"
+    "if not isinstance(app, Celery):\n"
+    "    raise SystemExit('%s is not a Celery app: %r' % (sys.argv[1], app))\n"
 )
 HANDOVER_DROP_IN_TEXT = """\
 # Written by reliable.celery's celery_worker_restart while this slot drains after a handover:
