@@ -127,6 +127,14 @@ options:
         stopping or starting anything.
     type: bool
     default: true
+  rollback:
+    description:
+      - With the drain strategy, copy what the running worker started with (its environment, credentials,
+        command line and settings, into C(/run/reliable-celery-rollback)) before it drains, and if the new process
+        does not get ready, start that copy again (a runtime drop-in, removed by the next restart or a reboot) and
+        fail. Needs the C(start.json) record of the C(reliable_celery_app) wrapper.
+    type: bool
+    default: true
   kill_after:
     description:
       - Seconds after C(SIGTERM) at which whatever is left of the unit is killed with C(SIGKILL).
@@ -220,6 +228,12 @@ generation:
   returned: always
   type: str
   sample: 3f0c9a1d2b7e4c55
+rolled_back:
+  description: Whether a drain's new process did not get ready and the previous generation runs again (the module
+    then fails).
+  returned: always
+  type: bool
+  sample: false
 stale:
   description: With O(state=started) and O(generation), whether the running worker runs another generation than
     O(generation) (the module leaves it running; the caller restarts it).
@@ -238,7 +252,7 @@ import time
 from urllib.parse import unquote, urlsplit
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.reliable.celery.plugins.module_utils import _systemd
+from ansible_collections.reliable.celery.plugins.module_utils import _rollback, _systemd
 
 POLL_SECONDS = 0.2
 # After SIGKILL, the time the kernel and systemd get to reap the unit's processes.
@@ -246,6 +260,7 @@ KILL_GRACE_SECONDS = 10.0
 # While an old slot drains after a handover, systemd must not SIGKILL it when TimeoutStopSec
 # passes: only kill_after may. A runtime drop-in (gone at reboot) lifts the timeout for that stop.
 RUNTIME_ROOT = "/run"
+PROC_ROOT = "/proc"
 HANDOVER_DROP_IN = "systemd/system/%s.d/50-reliable-celery-handover.conf"
 # The password of a URL (scheme://user:PASSWORD@host) in text the module relays.
 URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^:/?#@\s]*:)[^@\s]+@")
@@ -257,7 +272,8 @@ APP_CHECK = (
     "from celery import Celery\n"
     "from celery.app.utils import find_app\n"
     "app = find_app(sys.argv[1])\n"
-    "sys.exit(None if isinstance(app, Celery) else '%s is not a Celery app: %r' % (sys.argv[1], app))\n"
+    "if not isinstance(app, Celery):\n"
+    "    raise SystemExit('%s is not a Celery app: %r' % (sys.argv[1], app))\n"
 )
 HANDOVER_DROP_IN_TEXT = """\
 # Written by reliable.celery's celery_worker_restart while this slot drains after a handover:
@@ -351,6 +367,7 @@ class WorkerRestart:
             ready_seconds=0.0,
             generation=None,
             stale=False,
+            rolled_back=False,
         )
 
     def state(self, unit):
@@ -428,12 +445,64 @@ class WorkerRestart:
         if self.module.check_mode:
             return
         self.check_app(before)
+        snapshot = self.capture(before)
         if before.main_pid is not None:
             self.drain(before)
+        if self.rollback_of(before.unit).remove_drop_in():
+            self.daemon_reload()
         self.start(before.unit, before.main_pid)
-        new_pid = self.wait_for_new_main_pid(before.unit, before.main_pid)
-        self.wait_ready(before.unit, new_pid, ready)
-        self.confirm_generation(before, new_pid)
+        try:
+            new_pid = self.wait_for_new_main_pid(before.unit, before.main_pid)
+            self.wait_ready(before.unit, new_pid, ready)
+            self.confirm_generation(before, new_pid)
+        except RestartFailed as failure:
+            if isinstance(snapshot, _rollback.SnapshotError):
+                raise RestartFailed(
+                    "%s\nThe previous generation cannot be brought back: %s" % (failure, snapshot)
+                ) from failure
+            if snapshot is None:
+                raise
+            self.roll_back(before, snapshot, ready, failure)
+        if isinstance(snapshot, _rollback.Snapshot):
+            snapshot.remove()
+
+    # --- bringing the previous generation back (drain) ---
+
+    def rollback_of(self, unit):
+        return _rollback.Snapshot(unit, run_root=RUNTIME_ROOT, proc_root=PROC_ROOT)
+
+    def capture(self, state):
+        """What the running worker started with, before it drains: a Snapshot, the SnapshotError saying why there is
+        none, or None when there is nothing to bring back."""
+        if not self.params["rollback"] or not state.running or not state.runtime_directories:
+            return None
+        snapshot = self.rollback_of(state.unit)
+        try:
+            snapshot.capture(state.main_pid, state.runtime_directories[0], state.group)
+        except _rollback.SnapshotError as error:
+            return error
+        return snapshot
+
+    def roll_back(self, state, snapshot, ready, failure):
+        """The new process did not get ready: stop it and start what ran before, from the snapshot."""
+        self.systemctl_run(state.unit, "stop")
+        snapshot.install_drop_in()
+        self.daemon_reload()
+        self.systemctl_run(state.unit, "reset-failed")
+        try:
+            self.systemctl_run(state.unit, "start")
+            pid = self.wait_for_new_main_pid(state.unit, None)
+            self.wait_ready(state.unit, pid, ready)
+        except RestartFailed as second:
+            raise RestartFailed(
+                "%s\nBringing the previous generation back failed too: %s" % (failure, second)
+            ) from failure
+        self.result.update(new_pid=pid, generation=self.marker_generation(state, pid), rolled_back=True)
+        raise RestartFailed(
+            "%s\nRolled back: %s runs its previous generation again (main pid %d), from %s, until its next "
+            "restart; a reboot would start the installed configuration. Fix the cause and run again."
+            % (failure, state.unit, pid, snapshot.drop_in)
+        ) from failure
 
     # --- generations ---
 
@@ -446,6 +515,11 @@ class WorkerRestart:
         self.result["generation"] = running
         if running != self.params["generation"]:
             self.result.update(changed=True, stale=True)
+        elif os.path.exists(self.rollback_of(state.unit).drop_in):
+            # A rolled-back worker whose generation is the desired one again: what is installed is what runs.
+            self.result["changed"] = True
+            if not self.module.check_mode:
+                self.clear_rollback(state.unit)
 
     def confirm_generation(self, state, pid):
         """After a start: the new process must run the generation the caller wrote."""
@@ -547,6 +621,7 @@ class WorkerRestart:
         self.wait_earlier_drain(new, timeout)
         self.refuse_two_running(old, self.state(new.unit))
         self.set_drop_in(new.unit, present=False)
+        self.clear_rollback(new.unit)
         # Lifted before the start, so that the old slot stops the moment the new one is ready:
         # whatever the old worker fetches meanwhile waits, unstarted, until it has drained.
         self.set_drop_in(old.unit, present=True)
@@ -567,6 +642,14 @@ class WorkerRestart:
         self.make_current(new.unit, old.unit)
         self.wait_drained(old.unit, timeout, why=", after the handover to %s" % new.unit)
         self.set_drop_in(old.unit, present=False)
+        self.clear_rollback(old.unit)
+
+    def clear_rollback(self, unit):
+        """A slot that is not running does not need the generation a failed drain brought back."""
+        rollback = self.rollback_of(unit)
+        if rollback.remove_drop_in():
+            self.daemon_reload()
+        rollback.remove()
 
     def wait_earlier_drain(self, slot, timeout):
         """A slot still draining from an earlier handover must be gone before it can be the new one."""
@@ -787,6 +870,7 @@ def main():
             kill_after=dict(type="float"),
             generation=dict(type="str"),
             app_check=dict(type="bool", default=True),
+            rollback=dict(type="bool", default=True),
         ),
         required_if=[("strategy", "handover", ("other_slot",))],
         supports_check_mode=True,

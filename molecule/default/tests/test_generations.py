@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import current_slot, current_unit, main_pid, run_playbook, scenario_file
+from conftest import call_task, current_slot, current_unit, main_pid, run_playbook, scenario_file
 
 # molecule/default/converge.yml's instances.
 INSTANCES = [
@@ -89,3 +89,24 @@ def test_a_drain_instance_whose_app_is_no_celery_app_stays_up_and_a_stale_drop_i
 
 def unit_properties_timeout(host, unit: str) -> str:
     return host.check_output(f"systemctl show -p TimeoutStopUSec --value {unit}")
+
+
+def test_a_drain_whose_new_configuration_cannot_start_brings_the_previous_generation_back(host) -> None:
+    unit = current_unit(host, "default")
+    generation = running_generation(host, "default")
+    # The app loads (the app check passes), but the worker refuses its options and exits at once.
+    broken = with_default(restart_strategy="drain", extra_args=["--time-limit=not-a-number"])
+    result = run_playbook(
+        scenario_file("converge.yml"), "-e", "celery_worker_ready_timeout_seconds=30",
+        extra_vars={"celery_worker_instances": broken},
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Rolled back: " + unit in " ".join(output.split()), output[-6000:]
+    assert host.service(unit).is_running
+    assert running_generation(host, "default") == generation, "the instance does not run its previous generation"
+    assert call_task(host, "example.whoami", queue="celery")["node"].startswith("default@")
+
+    assert converge().returncode == 0
+    assert not host.file(f"/run/systemd/system/{unit}.d/60-reliable-celery-rollback.conf").exists
+    assert running_generation(host, "default") == desired_generation(host, "default")

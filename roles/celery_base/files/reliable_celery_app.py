@@ -10,6 +10,9 @@ The units run ``celery -A reliable_celery_app worker|beat|flower``. This module:
 - sets ``broker_url`` and ``result_backend`` from the systemd credentials of the same names
   (``$CREDENTIALS_DIRECTORY``, ``LoadCredential=``): the passwords in them never enter the
   environment, which every process a task starts would inherit;
+- writes ``$RUNTIME_DIRECTORY/start.json`` (its command line and the settings of the file) when it
+  starts, from which celery_worker_restart can start this generation again if its successor
+  cannot start (plugins/module_utils/_rollback.py);
 - writes ``$RUNTIME_DIRECTORY/ready`` (the pid, node name, time and the generation it started with,
   ``RELIABLE_CELERY_GENERATION`` from its environment file) when the worker is ready to consume, and
   sends ``READY=1`` to ``$NOTIFY_SOCKET`` when systemd provides one.
@@ -21,6 +24,7 @@ import importlib
 import json
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -44,12 +48,20 @@ def _load_app():
 def _settings():
     path = os.environ.get("RELIABLE_CELERY_SETTINGS")
     settings = json.loads(Path(path).read_text()) if path else {}
+    _record_start(settings)
     credentials = os.environ.get("CREDENTIALS_DIRECTORY")
     for name in CREDENTIAL_SETTINGS:
         credential = Path(credentials, name) if credentials else None
         if credential is not None and credential.is_file():
             settings[name] = credential.read_text().strip()
     return settings
+
+
+def _record_start(settings):
+    runtime_directory = os.environ.get("RUNTIME_DIRECTORY")
+    if runtime_directory:
+        record = Path(runtime_directory) / "start.json"
+        record.write_text(json.dumps({"argv": sys.orig_argv, "settings": settings}) + "\n")
 
 
 app = _load_app()

@@ -47,6 +47,8 @@ class FakeHost:
         # What the app check (systemd-run python -c ...) answers: rc, stdout, stderr.
         self.app_check = (0, "", "")
         self.credential_files: dict[str, str] = {}
+        # A configuration on disk whose processes never get ready (the rollback drop-in starts the previous one).
+        self.broken_config = False
 
     # -- what the module calls --
     def run_command(self, args: list[str]) -> tuple[int, str, str]:
@@ -57,7 +59,7 @@ class FakeHost:
                 unit.need_daemon_reload = False
                 unit.drop_in = (self.run_root / restart_module.HANDOVER_DROP_IN.replace("%s", unit.name)).exists()
             return 0, "", ""
-        if verb in ("show", "start", "restart", "stop", "kill", "enable", "disable"):
+        if verb in ("show", "start", "restart", "stop", "kill", "enable", "disable", "reset-failed"):
             return self.units[args[-1]].systemctl(verb, args)
         if verb == "cat":
             return 0, UNIT_TEXT, ""
@@ -189,8 +191,30 @@ class FakeSystemd:
     def spawn(self) -> None:
         self.main = self.host.spawn()
         self.active_state, self.sub_state = "active", "running"
-        self.ready_at[self.main] = self.host.now + self.ready_delay
+        rolled_back = Path(self.host.run_root, restart_module._rollback.DROP_IN % self.name).exists()
+        broken = self.host.broken_config and not rolled_back
+        self.ready_at[self.main] = math.inf if broken else self.host.now + self.ready_delay
         self.restart_due = None
+        # What the process started with: its environment (/proc/PID/environ) and the wrapper's start record.
+        credentials = self.host.run_root / "credentials" / self.name
+        credentials.mkdir(parents=True, exist_ok=True)
+        (credentials / "broker_url").write_text("redis://:pw-one-two-three@broker:6379/0")
+        environ = self.host.run_root / "proc" / str(self.main) / "environ"
+        environ.parent.mkdir(parents=True)
+        environ.write_bytes(
+            f"INVOCATION_ID=abc\0CREDENTIALS_DIRECTORY={credentials}\0RELIABLE_CELERY_SETTINGS=/etc/celery/worker-settings.json"
+            f'\0RELIABLE_CELERY_GENERATION={self.host.generation_of[self.main]}\0QUOTED=a"b$c\0'.encode()
+        )
+        argv = [
+            "/opt/r/bin/python3",
+            "/opt/r/bin/celery",
+            "-A",
+            "reliable_celery_app",
+            "worker",
+            f"--hostname={self.instance}@h%",
+        ]
+        record = {"argv": argv, "settings": {"task_acks_late": True, "generation": self.host.generation_of[self.main]}}
+        (self.marker.parent / "start.json").write_text(json.dumps(record))
 
     def show(self) -> str:
         return "\n".join(
@@ -228,6 +252,8 @@ class FakeSystemd:
 def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeHost:
     fake = FakeHost(tmp_path)
     monkeypatch.setattr(restart_module, "RUNTIME_ROOT", str(tmp_path))
+    monkeypatch.setattr(restart_module, "PROC_ROOT", str(tmp_path / "proc"))
+    monkeypatch.setattr(restart_module._rollback.grp, "getgrnam", lambda _name: type("Group", (), {"gr_gid": 0}))
     monkeypatch.setattr(restart_module.os, "kill", fake.kill)
     monkeypatch.setattr(restart_module, "process_running", fake.running)
     monkeypatch.setattr(restart_module.time, "monotonic", fake.monotonic)
@@ -301,6 +327,7 @@ def test_running_worker_gets_sigterm_on_its_main_pid_only_then_a_ready_successor
         "ready_seconds": pytest.approx(1.5, abs=0.25),
         "generation": None,
         "stale": False,
+        "rolled_back": False,
     }
 
 
@@ -498,6 +525,7 @@ def test_handover_starts_the_other_slot_and_stops_the_old_one_only_once_the_new_
         "ready_seconds": pytest.approx(1.5, abs=0.25),
         "generation": None,
         "stale": False,
+        "rolled_back": False,
     }
     assert commands_on(host, SLOT_B) == ["start", "enable"]
     assert commands_on(host, UNIT) == ["stop --no-block", "disable"]
@@ -765,3 +793,79 @@ def test_passwords_never_reach_the_modules_output(systemd, host, fail, tmp_path,
     assert "s3cret" not in message
     assert "other@" not in message
     assert "redis://:********@broker" in message
+
+
+# --- a drain whose new configuration cannot start brings the previous generation back ---
+
+
+def test_a_drain_whose_new_process_never_gets_ready_brings_the_previous_generation_back(systemd, host, fail) -> None:
+    host.broken_config, host.files_generation = True, "g2"
+    result = fail(ready_timeout=30, generation="g2")
+    assert "did not report ready" in result["msg"]
+    assert "Rolled back: celery-worker@default.service runs its previous generation again" in result["msg"]
+    assert (result["rolled_back"], result["generation"]) == (True, "g2")  # the fake reads today's files
+    assert systemd.active_state == "active"
+    assert host.now >= systemd.ready_at[systemd.main], "the rolled-back worker is not ready"
+    snapshot = host.run_root / "reliable-celery-rollback" / UNIT
+    drop_in = (host.run_root / restart_module._rollback.DROP_IN.replace("%s", UNIT)).read_text()
+    assert f"EnvironmentFile={snapshot}/environment" in drop_in
+    assert f"LoadCredential=broker_url:{snapshot}/credentials/broker_url" in drop_in
+    assert 'ExecStart="/opt/r/bin/python3" "/opt/r/bin/celery" "-A"' in drop_in
+    assert '"--hostname=default@h%%"' in drop_in
+    environment = (snapshot / "environment").read_text()
+    assert "INVOCATION_ID" not in environment
+    assert f'RELIABLE_CELERY_SETTINGS="{snapshot}/settings.json"' in environment
+    assert 'QUOTED="a\\"b$c"' in environment
+    assert json.loads((snapshot / "settings.json").read_text()) == {"task_acks_late": True, "generation": "g1"}
+    assert oct((snapshot / "credentials" / "broker_url").stat().st_mode & 0o777) == "0o600"
+    assert "pw-one-two-three" not in result["msg"]
+
+
+def test_the_next_restart_removes_the_rollback_and_runs_the_installed_configuration(systemd, host, run, fail) -> None:
+    host.broken_config = True
+    fail(ready_timeout=30)
+    host.broken_config = False
+    result = run()
+    assert result["rolled_back"] is False
+    assert not (host.run_root / restart_module._rollback.DROP_IN.replace("%s", UNIT)).exists()
+    assert not (host.run_root / "reliable-celery-rollback" / UNIT).exists()
+
+
+def test_without_a_start_record_a_failed_drain_fails_saying_why_nothing_came_back(systemd, host, fail) -> None:
+    (systemd.marker.parent / "start.json").unlink()
+    host.broken_config = True
+    result = fail(ready_timeout=30)
+    assert result["rolled_back"] is False
+    assert "Rolled back" not in result["msg"]
+    assert "The previous generation cannot be brought back: no start record of main pid 100" in result["msg"]
+
+
+def test_rollback_can_be_turned_off(systemd, host, fail) -> None:
+    host.broken_config = True
+    assert fail(ready_timeout=30, rollback=False)["rolled_back"] is False
+    assert not (host.run_root / "reliable-celery-rollback").exists()
+
+
+@pytest.mark.usefixtures("slots")
+def test_a_handover_to_a_slot_left_rolled_back_removes_its_drop_in(host, run) -> None:
+    drop_in = host.run_root / restart_module._rollback.DROP_IN.replace("%s", SLOT_B)
+    drop_in.parent.mkdir(parents=True)
+    drop_in.write_text("[Service]\n")
+    run(**HANDOVER)
+    assert not drop_in.exists()
+
+
+def test_a_rolled_back_worker_on_the_desired_generation_again_loses_its_drop_in_not_its_process(
+    systemd, host, run, fail
+) -> None:
+    host.broken_config, host.files_generation = True, "g2"
+    fail(ready_timeout=30, generation="g2")
+    pid = systemd.main
+    result = run(state="started", generation="g1")  # the fake's rolled-back process started with g2's files
+    assert result["stale"] is True
+    host.files_generation = "g1"
+    (systemd.marker).write_text(json.dumps({"pid": pid, "generation": "g1"}))
+    result = run(state="started", generation="g1")
+    assert (result["changed"], result["stale"], systemd.main) == (True, False, pid)
+    assert not (host.run_root / restart_module._rollback.DROP_IN.replace("%s", UNIT)).exists()
+    assert run(state="started", generation="g1")["changed"] is False
