@@ -235,9 +235,8 @@ def test_kill_after_kills_what_is_left_and_keeps_the_killed_task_for_redelivery(
     assert int(timings["new_pid"]) != old_pid
     assert not starts_and_ends(task_events(host), [long_id])[long_id]["end"], "the killed task ended"
     # As the broker role's administrator: the workers' user (the default one here) may not HVALS.
-    unacked = host.check_output(
-        f'REDISCLI_AUTH="$(cat {REDIS_ADMIN_SECRET})" redis-cli --no-auth-warning --user {REDIS_ADMIN} -n 0 hvals unacked'
-    )
+    admin = f'REDISCLI_AUTH="$(cat {REDIS_ADMIN_SECRET})" redis-cli --no-auth-warning --user {REDIS_ADMIN}'
+    unacked = host.check_output(f"{admin} -n 0 hvals unacked")
     assert long_id in unacked, "the killed task's message is gone from Redis: it would be lost"
 
 

@@ -123,7 +123,8 @@ def test_no_client_was_refused_a_command_key_or_channel(fleet) -> None:
     assert log.rc == 0, log.stderr
     entries = json.loads(log.stdout or "[]")
     # The client's address names the host it ran on; its name and last command, the process.
-    addresses = {"127.0.0.1": BROKER, **{host.check_output("hostname -I").split()[0]: name for name, host in fleet.items()}}
+    addresses = {host.check_output("hostname -I").split()[0]: name for name, host in fleet.items()}
+    addresses["127.0.0.1"] = BROKER
     refused = []
     for entry in entries:
         if entry.get("reason") == "auth":
