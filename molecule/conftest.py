@@ -80,6 +80,19 @@ def fingerprint(host, paths: str = MANAGED_PATHS) -> str:
 
 
 CONFIG_DIR = "/etc/celery"
+# molecule/default/converge.yml's worker instances, for tests that converge with them changed.
+DEFAULT_SCENARIO_INSTANCES = [
+    {"name": "default", "queues": ["celery"], "concurrency": 2},
+    {
+        "name": "reports",
+        "app": "reliable_celery_example.plain:app",
+        "queues": ["reports", "slow"],
+        "concurrency": 1,
+        "max_tasks_per_child": 100,
+        "extra_args": ["--without-mingle", "--without-gossip"],
+        "environment": {"REPORTS_ONLY": "1"},
+    },
+]
 RELEASES_DIR = "/opt/celery/releases"
 
 

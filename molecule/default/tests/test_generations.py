@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import json
 
-from conftest import call_task, current_slot, current_unit, main_pid, run_playbook, scenario_file
-
-# molecule/default/converge.yml's instances.
-INSTANCES = [
-    {"name": "default", "queues": ["celery"], "concurrency": 2},
-    {
-        "name": "reports",
-        "app": "reliable_celery_example.plain:app",
-        "queues": ["reports", "slow"],
-        "concurrency": 1,
-        "max_tasks_per_child": 100,
-        "extra_args": ["--without-mingle", "--without-gossip"],
-        "environment": {"REPORTS_ONLY": "1"},
-    },
-]
+from conftest import (
+    DEFAULT_SCENARIO_INSTANCES as INSTANCES,
+)
+from conftest import (
+    call_task,
+    current_slot,
+    current_unit,
+    main_pid,
+    run_playbook,
+    scenario_file,
+)
 
 
 def with_default(**changes: object) -> list[dict]:

@@ -56,9 +56,10 @@ def held_by(host, run: Background) -> dict:
 
 
 def failure_message(result: subprocess.CompletedProcess) -> str:
-    """The failed task's result, whitespace collapsed (results may span lines)."""
+    """The failed task's result and error, whitespace collapsed (results may span lines; under molecule the
+    failure goes to stderr)."""
     failed = result.stdout[result.stdout.find("fatal:") :].split("PLAY RECAP")[0]
-    return " ".join(failed.split())
+    return " ".join((failed + "\n" + result.stderr).split())
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    DEFAULT_SCENARIO_INSTANCES,
     SLOTS,
     call_task,
     current_slot,
@@ -98,18 +99,7 @@ def test_new_release_never_leaks_into_running_workers_and_restarts_them_when_ask
 
 
 def test_removed_instance_is_stopped_disabled_and_cleaned_up(host) -> None:
-    instances = [
-        {"name": "default", "queues": ["celery"], "concurrency": 2},
-        {
-            "name": "reports",
-            "app": "reliable_celery_example.plain:app",
-            "queues": ["reports", "slow"],
-            "concurrency": 1,
-            "max_tasks_per_child": 100,
-            "extra_args": ["--without-mingle", "--without-gossip"],
-            "environment": {"REPORTS_ONLY": "1"},
-        },
-    ]
+    instances = DEFAULT_SCENARIO_INSTANCES
     before = pids(host)
     converge(host, celery_worker_instances=[*instances, {"name": "scratch", "queues": ["scratch"], "pool": "threads"}])
     assert host.service("celery-worker@scratch").is_running
