@@ -80,10 +80,10 @@ def _check_user(user, index, variable):
     if unknown:
         raise AnsibleFilterError(f"{where} has unknown keys {', '.join(map(str, unknown))}; allowed: {', '.join(KEYS)}")
     name = user.get("name")
-    if not isinstance(name, str) or not NAME.match(name) or name == ADMIN_USER:
+    if not isinstance(name, str) or not NAME.match(name) or name in (ADMIN_USER, "default"):
         raise AnsibleFilterError(
             f"{where}.name must be 1-64 letters, digits, '.', '_' or '-' starting with a letter or digit, "
-            f"and not {ADMIN_USER} (the role's own)"
+            f"and neither {ADMIN_USER} nor default (the role's own; celery_broker_password gives default a password)"
         )
     role = user.get("role")
     if role not in ROLES:
@@ -101,11 +101,22 @@ def _check_user(user, index, variable):
     return name, role, passwords
 
 
-def _rules(role, passwords):
-    hashes = " ".join(f"#{_password_hash(password)}" for password in passwords)
+def _permissions(role):
     # Queue names are the app's own, so every key; fanout and event channels, so every channel.
     commands = " ".join(f"+{command}" for command in role_commands(role))
-    return f"on {hashes} ~* &* -@all {commands}"
+    return f"~* &* -@all {commands}"
+
+
+def _rules(role, passwords):
+    hashes = " ".join(f"#{_password_hash(password)}" for password in passwords)
+    return f"on {hashes} {_permissions(role)}"
+
+
+# Nobody can log in as a disabled default user, but Redis replays the append-only file's
+# transactions (MULTI/EXEC: kombu's unacked index, restored messages) as that user and silently
+# drops each command the user may not run (valkey-io/valkey#3983, Redis 7.0 and 8.0 alike): so it
+# keeps the commands of every client's transactions, a worker's.
+DISABLED_DEFAULT_RULES = f"off resetpass {_permissions('worker')}"
 
 
 def redis_acl(users, admin_password, legacy_password=None, variable="celery_broker_redis_users"):
@@ -127,9 +138,9 @@ def redis_acl(users, admin_password, legacy_password=None, variable="celery_brok
                 "the password of the default user, for workers)"
             )
         _check_password(legacy_password, "celery_broker_password")
-        users = [{"name": "default", "role": "worker", "passwords": [legacy_password]}]
-        variable = "celery_broker_password"
-    checked = [_check_user(user, index, variable) for index, user in enumerate(users)]
+        checked = [("default", "worker", [legacy_password])]
+    else:
+        checked = [_check_user(user, index, variable) for index, user in enumerate(users)]
     names = [name for name, _role, _passwords in checked]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
@@ -138,7 +149,7 @@ def redis_acl(users, admin_password, legacy_password=None, variable="celery_brok
         raise AnsibleFilterError("redis_acl: the admin password is missing")
     acl = [{"name": name, "rules": _rules(role, passwords)} for name, role, passwords in checked]
     if "default" not in names:
-        acl.insert(0, {"name": "default", "rules": "off resetpass resetkeys resetchannels -@all"})
+        acl.insert(0, {"name": "default", "rules": DISABLED_DEFAULT_RULES})
     acl.append({"name": ADMIN_USER, "rules": f"on #{_password_hash(admin_password)} ~* &* +@all"})
     return acl
 

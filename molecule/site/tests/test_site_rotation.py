@@ -9,7 +9,16 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CONFIG_DIR, CREDENTIALS, recap, run_playbook, task_events, task_results, wait_for
+from conftest import (
+    CONFIG_DIR,
+    CREDENTIALS,
+    in_worker_environment,
+    recap,
+    run_playbook,
+    task_events,
+    task_results,
+    wait_for,
+)
 from test_site import BEAT, BROKER, REDIS_PASSWORDS, WORKER1, WORKER2, redis_cli, site_host
 
 SITE = Path(__file__).parents[3] / "playbooks" / "site.yml"
@@ -160,14 +169,8 @@ DEBUG_REFUSED = "DEBUG command not allowed."
 
 
 def test_a_task_with_the_workers_credentials_cannot_administer_redis(fleet) -> None:
-    argv = [
-        "systemd-run", "--quiet", "--pipe", "--wait", "--collect", "-p", "User=celery",
-        "-p", f"EnvironmentFile={CONFIG_DIR}/worker.env",
-        "-p", f"EnvironmentFile={CONFIG_DIR}/worker-instances/default.env",
-        *(f"--property=LoadCredential={name}:{CONFIG_DIR}/credentials/worker/{name}" for name in CREDENTIALS),
-        "/opt/celery/current/bin/python", "-c", ATTEMPT,
-    ]  # fmt: skip
-    answers = json.loads(fleet[WORKER1].check_output(shlex.join(argv)).splitlines()[-1])
+    attempt = in_worker_environment("default", ["/opt/celery/current/bin/python", "-c", ATTEMPT])
+    answers = json.loads(fleet[WORKER1].check_output(attempt).splitlines()[-1])
     assert answers.pop("PING") == "True"
     assert answers.pop("DEBUG SLEEP 0").startswith(("NOPERM", DEBUG_REFUSED[:30]))
     assert set(answers.values()) == {"NOPERM"}, answers

@@ -47,7 +47,9 @@ def test_each_user_gets_the_hashes_of_its_passwords_only() -> None:
 
 def test_the_default_user_is_disabled_and_the_admin_appended() -> None:
     acl = redis_acl(USERS, ADMIN)
-    assert acl[0] == {"name": "default", "rules": "off resetpass resetkeys resetchannels -@all"}
+    # Off, with a worker's commands: Redis replays the append-only file's transactions as default.
+    worker = by_name(redis_acl([{"name": "x", "role": "worker", "passwords": [NEW]}], ADMIN))["x"]
+    assert acl[0] == {"name": "default", "rules": "off resetpass " + worker.split(" ", 2)[2]}
     assert acl[-1] == {"name": "celery-broker-admin", "rules": f"on #{sha(ADMIN)} ~* &* +@all"}
     assert [user["name"] for user in acl] == ["default", "worker", "beat", "flower", "celery-broker-admin"]
 
@@ -72,10 +74,11 @@ def test_the_legacy_password_becomes_a_default_user_with_a_workers_rights() -> N
     assert acl["default"] == by_name(redis_acl([{"name": "x", "role": "worker", "passwords": [NEW]}], ADMIN))["x"]
 
 
-def test_listed_default_user_replaces_the_disabled_one() -> None:
-    acl = redis_acl([{"name": "default", "role": "beat", "passwords": [NEW]}], ADMIN)
-    assert [user["name"] for user in acl] == ["default", "celery-broker-admin"]
-    assert acl[0]["rules"].startswith("on ")
+@pytest.mark.parametrize("role", sorted(ROLE_COMMANDS))
+def test_the_default_user_cannot_be_listed(role: str) -> None:
+    # As beat or flower it could not replay the workers' transactions from the append-only file.
+    with pytest.raises(AnsibleFilterError, match=r"redis_users\[0\]\.name .* neither celery-broker-admin nor default"):
+        redis_acl([{"name": "default", "role": role, "passwords": [NEW]}], ADMIN)
 
 
 @pytest.mark.parametrize(
@@ -88,7 +91,7 @@ def test_listed_default_user_replaces_the_disabled_one() -> None:
         (["worker"], None, "celery_broker_redis_users[0] must be a dict"),
         ([{"name": "w", "role": "worker", "passwords": [NEW], "password": NEW}], None, "[0] has unknown keys password"),
         ([{"name": "a b", "role": "worker", "passwords": [NEW]}], None, "celery_broker_redis_users[0].name must be"),
-        ([{"name": "celery-broker-admin", "role": "worker", "passwords": [NEW]}], None, "not celery-broker-admin"),
+        ([{"name": "celery-broker-admin", "role": "worker", "passwords": [NEW]}], None, "neither celery-broker-admin"),
         ([{"name": "w", "role": "admin", "passwords": [NEW]}], None, "[0].role must be one of worker, beat, flower"),
         ([{"name": "w", "role": "worker", "passwords": NEW}], None, "[0].passwords must be a list of 1 to 3"),
         ([{"name": "w", "role": "worker", "passwords": []}], None, "[0].passwords must be a list of 1 to 3"),
