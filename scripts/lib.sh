@@ -6,6 +6,8 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Outside the clone, so a fresh clone reuses the venv and collections.
 CACHE_DIR="${RELIABLE_CELERY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/reliable-celery}"
 TESTHOST_IMAGE_REPO="reliable-celery-testhost"
+# The Debian suites the collection supports and tests, oldest first.
+TESTHOST_SUITES=(bookworm trixie)
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
@@ -39,10 +41,19 @@ activate_toolchain() {
   export ANSIBLE_PIPELINING=True
   # Plain logs when nobody watches a terminal (CI, redirected output).
   if [[ ! -t 1 ]]; then export NO_COLOR=1 PY_COLORS=0 ANSIBLE_NOCOLOR=1; fi
-  export TESTHOST_IMAGE
-  TESTHOST_IMAGE="$TESTHOST_IMAGE_REPO:$(testhost_recipe_digest)"
+  # TESTHOST_IMAGE_BOOKWORM, TESTHOST_IMAGE_TRIXIE...; TESTHOST_IMAGE: the scenarios' default suite.
+  local suite
+  for suite in "${TESTHOST_SUITES[@]}"; do
+    export "TESTHOST_IMAGE_${suite^^}=$(testhost_image "$suite")"
+  done
+  export TESTHOST_IMAGE="$TESTHOST_IMAGE_BOOKWORM"
 }
 
 testhost_recipe_digest() {
   sha256sum "$REPO_ROOT/scripts/testhost-image.sh" | cut -c1-12
+}
+
+# The test-host image of a suite: scripts/testhost-image.sh builds it.
+testhost_image() {
+  printf '%s:%s-%s' "$TESTHOST_IMAGE_REPO" "$1" "$(testhost_recipe_digest)"
 }

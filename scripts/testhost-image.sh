@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Builds the Debian 12 (bookworm) systemd image the molecule scenarios and the demo boot.
-# The tag is a digest of this file: the image is rebuilt only when it is missing or when
-# this recipe changed. Needs root (debootstrap) and a running dockerd (host-deps.sh).
+# Builds the Debian systemd images the molecule scenarios and the demo boot, one per suite
+# (TESTHOST_SUITES in lib.sh: bookworm and trixie), from this one recipe:
+#   scripts/testhost-image.sh [SUITE]     every suite when none is named
+# Each tag is the suite and a digest of this file: an image is rebuilt only when it is missing or
+# when this recipe changed. Needs root (debootstrap) and a running dockerd (host-deps.sh).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-IMAGE="$TESTHOST_IMAGE_REPO:$(testhost_recipe_digest)"
-SUITE=bookworm
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 PACKAGES=systemd,systemd-sysv,dbus,python3,python3-apt,python3-venv,python3-packaging,ca-certificates,iproute2,procps,sudo
 # Units that only slow a container's boot or fail in one.
@@ -17,6 +17,18 @@ MASKED_UNITS=(
   systemd-tmpfiles-clean.timer dpkg-db-backup.timer
   sys-kernel-config.mount sys-kernel-debug.mount sys-kernel-tracing.mount
 )
+
+if (($# == 0)); then
+  for suite in "${TESTHOST_SUITES[@]}"; do "$0" "$suite"; done
+  # Drop the images of older recipes.
+  current="$(for suite in "${TESTHOST_SUITES[@]}"; do testhost_image "$suite"; echo; done)"
+  docker image ls --format '{{.Repository}}:{{.Tag}}' "$TESTHOST_IMAGE_REPO" \
+    | grep -vxF "$current" | xargs -r docker rmi >/dev/null 2>&1 || true
+  exit 0
+fi
+SUITE="$1"
+[[ " ${TESTHOST_SUITES[*]} " == *" $SUITE "* ]] || die "unknown suite '$SUITE': one of ${TESTHOST_SUITES[*]}"
+IMAGE="$(testhost_image "$SUITE")"
 
 if docker image inspect "$IMAGE" >/dev/null 2>&1; then
   log "Test-host image $IMAGE is up to date"
@@ -76,12 +88,9 @@ log "Importing $IMAGE"
 tar -C "$rootfs" -c . | docker import -c 'ENV container=docker' -c 'CMD ["/sbin/init"]' - "$IMAGE-rootfs" >/dev/null
 # docker import cannot set STOPSIGNAL; systemd shuts down cleanly on SIGRTMIN+3.
 printf 'FROM %s\nSTOPSIGNAL SIGRTMIN+3\n' "$IMAGE-rootfs" \
-  | docker build --quiet --label "org.reliable-celery.recipe=$(testhost_recipe_digest)" -t "$IMAGE" - \
+  | docker build --quiet --label "org.reliable-celery.recipe=$(testhost_recipe_digest)" \
+    --label "org.reliable-celery.suite=$SUITE" -t "$IMAGE" - \
     >"$rootfs.build.log" 2>&1 || { cat "$rootfs.build.log" >&2; die "docker build of $IMAGE failed"; }
 rm -f "$rootfs.build.log"
 docker rmi "$IMAGE-rootfs" >/dev/null
-
-# Drop images built from older recipes.
-docker image ls --format '{{.Repository}}:{{.Tag}}' "$TESTHOST_IMAGE_REPO" \
-  | grep -vxF "$IMAGE" | xargs -r docker rmi >/dev/null 2>&1 || true
 log "Built $IMAGE"
