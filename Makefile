@@ -8,6 +8,7 @@ RUN := source scripts/lib.sh && activate_toolchain &&
 
 help:
 	@echo "make demo       the whole stack (site.yml) on local systemd test hosts, with a real task round trip"
+	@echo "                (Debian 13 hosts; SUITE=bookworm for Debian 12)"
 	@echo "make demo-down  remove the demo hosts"
 	@echo "make test       full suite: setup, lint, sanity, unit, argument specs, build, molecule"
 	@echo "make molecule   only the molecule scenarios (SCENARIO=name for one)"
@@ -17,7 +18,7 @@ help:
 	@echo "make clean      remove this checkout's .cache (the shared venv and image stay)"
 
 demo: setup
-	@scripts/demo.sh
+	@scripts/demo.sh up $(SUITE)
 
 demo-down: venv
 	@scripts/demo.sh down

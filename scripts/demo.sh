@@ -3,6 +3,8 @@
 # stack deployed on them with playbooks/site.yml and examples/inventory, then real tasks,
 # beat's periodic task and Flower shown working. `make demo-down` (scripts/demo.sh down)
 # removes the hosts. Running it again converges the same hosts (changed=0).
+#   scripts/demo.sh [up [SUITE]] | down     SUITE: trixie (default, Debian's stable) or bookworm;
+# another suite than the running demo's replaces its hosts.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 activate_toolchain
 cd "$REPO_ROOT"
@@ -16,9 +18,13 @@ if [[ "${1:-up}" == "down" ]]; then
   exit 0
 fi
 
+suite="${2:-trixie}"
+[[ " ${TESTHOST_SUITES[*]} " == *" $suite "* ]] || die "unknown suite '$suite': one of ${TESTHOST_SUITES[*]}"
+DEMO_IMAGE="$(testhost_image "$suite")"
+export DEMO_IMAGE
 RELIABLE_CELERY_EXAMPLE_WHEELHOUSE="$(scripts/example-wheelhouse.sh)"
 export RELIABLE_CELERY_EXAMPLE_WHEELHOUSE
-log "starting the demo hosts"
+log "starting the demo hosts (Debian $suite)"
 ansible-playbook "${on_this_machine[@]}" "$hosts_playbooks/create.yml"
 log "deploying the stack: ansible-playbook -i examples/inventory playbooks/site.yml"
 start=$SECONDS
