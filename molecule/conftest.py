@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+import testinfra
 
 T = TypeVar("T")
 
@@ -57,6 +58,11 @@ def recap(result: subprocess.CompletedProcess, host_name: str) -> dict[str, int]
     match = re.search(rf"^{re.escape(host_name)}\s+:\s+(.*)$", result.stdout, re.MULTILINE)
     assert match, f"no PLAY RECAP line for {host_name}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(1))}
+
+
+def scenario_host(name: str):
+    """A testinfra host of the scenario's inventory by name, for tests that span several hosts."""
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={os.environ['MOLECULE_INVENTORY_FILE']}")
 
 
 def scenario_file(name: str) -> Path:

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import testinfra
 from conftest import (
     current_slot,
     current_unit,
     main_pid,
     run_playbook,
     scenario_file,
+    scenario_host,
     send_tasks,
     task_events,
     wait_for,
@@ -51,10 +51,6 @@ HARD_FAULTS = {"kill-main", "kill-child", "reboot"} | ({"broker-restart"} if BRO
 # A pool process records a task's end before the main process acks it: a run that ended this
 # shortly before a fault struck may still have been unacked.
 ACK_SLACK_SECONDS = 1.0
-
-
-def site_host(name: str):
-    return testinfra.get_host(f"ansible://{name}?ansible_inventory={os.environ['MOLECULE_INVENTORY_FILE']}")
 
 
 @dataclass
@@ -84,8 +80,8 @@ def task_durations(rng: random.Random, count: int) -> list[float]:
 
 class Fleet:
     def __init__(self) -> None:
-        self.broker = site_host(BROKER)
-        self.workers = {name: site_host(name) for name in WORKERS}
+        self.broker = scenario_host(BROKER)
+        self.workers = {name: scenario_host(name) for name in WORKERS}
         self.generation = 0
 
     def events(self) -> list[dict]:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 
 import pytest
-import testinfra
+from conftest import scenario_host
 
 BROKER, BEAT = "rc-site-broker", "rc-site-beat"
 # examples/inventory/group_vars/flower.yml
@@ -34,8 +33,7 @@ def get(host, url: str, login: str = "") -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def hosts() -> dict:
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    return {name: testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}") for name in (BROKER, BEAT)}
+    return {name: scenario_host(name) for name in (BROKER, BEAT)}
 
 
 @pytest.mark.parametrize(("client", "address"), [(BROKER, "127.0.0.1"), (BEAT, BROKER)])

@@ -3,16 +3,14 @@ host; the roles on a host whose service account and directories an operator made
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
-import testinfra
 import yaml
-from conftest import current_unit, fingerprint, main_pid, recap, run_playbook
+from conftest import current_unit, fingerprint, main_pid, recap, run_playbook, scenario_host
 
 BROKER, WORKER1, WORKER2, BEAT = "rc-site-broker", "rc-site-worker1", "rc-site-worker2", "rc-site-beat"
 PLAYBOOKS = Path(__file__).parents[3] / "playbooks"
@@ -23,13 +21,9 @@ WORKER_INSTANCES = [(WORKER1, "default"), (WORKER2, "default"), (WORKER2, "repor
 INFRA_GROUPS = {"broker": "message_bus", "workers": "app_servers", "beat": "scheduler", "flower": "monitoring"}
 
 
-def site_host(name: str):
-    return testinfra.get_host(f"ansible://{name}?ansible_inventory={os.environ['MOLECULE_INVENTORY_FILE']}")
-
-
 @pytest.fixture(scope="module")
 def fleet() -> dict:
-    return {name: site_host(name) for name in (BROKER, WORKER1, WORKER2, BEAT)}
+    return {name: scenario_host(name) for name in (BROKER, WORKER1, WORKER2, BEAT)}
 
 
 def worker_pids(fleet) -> dict[tuple[str, str], int]:

@@ -3,7 +3,6 @@ that keeps queued tasks, the roles included from someone else's playbook."""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import time
@@ -11,7 +10,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-import testinfra
 from conftest import (
     current_node,
     current_unit,
@@ -22,6 +20,7 @@ from conftest import (
     recap,
     run_playbook,
     scenario_file,
+    scenario_host,
     send_tasks,
     starts_and_ends,
     task_events,
@@ -52,13 +51,9 @@ TICK_SECONDS = 5.0
 SITE_PATHS = "/etc/celery /etc/systemd/system /etc/redis /opt/celery /opt/celery-beat /opt/celery-flower"
 
 
-def site_host(name: str):
-    return testinfra.get_host(f"ansible://{name}?ansible_inventory={os.environ['MOLECULE_INVENTORY_FILE']}")
-
-
 @pytest.fixture(scope="module")
 def fleet() -> dict:
-    return {name: site_host(name) for name in (BROKER, WORKER1, WORKER2, BEAT)}
+    return {name: scenario_host(name) for name in (BROKER, WORKER1, WORKER2, BEAT)}
 
 
 def redis_cli(host, *args: str, user: str | None = REDIS_ADMIN, password: str | None = None):

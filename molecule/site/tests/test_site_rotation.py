@@ -16,11 +16,12 @@ from conftest import (
     in_worker_environment,
     recap,
     run_playbook,
+    scenario_host,
     task_events,
     task_results,
     wait_for,
 )
-from test_site import BEAT, BROKER, REDIS_PASSWORDS, WORKER1, WORKER2, redis_cli, site_host
+from test_site import BEAT, BROKER, REDIS_PASSWORDS, WORKER1, WORKER2, redis_cli
 
 SITE = Path(__file__).parents[3] / "playbooks" / "site.yml"
 NEW_PASSWORDS = {name: f"{password[:-1]}/rotated?#@%" for name, password in REDIS_PASSWORDS.items()}
@@ -49,7 +50,7 @@ print(json.dumps({"ids": ids, "errors": errors}))
 
 @pytest.fixture(scope="module")
 def fleet() -> dict:
-    return {name: site_host(name) for name in (BROKER, WORKER1, WORKER2, BEAT)}
+    return {name: scenario_host(name) for name in (BROKER, WORKER1, WORKER2, BEAT)}
 
 
 def users(passwords: dict[str, list[str]]) -> list[dict]:

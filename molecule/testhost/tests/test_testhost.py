@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 
 import pytest
-import testinfra
-from conftest import journal, run_playbook, scenario_file, unit_properties, wait_for
+from conftest import journal, run_playbook, scenario_file, scenario_host, unit_properties, wait_for
 
 PROBE = "signal-probe.service"
 
@@ -167,7 +165,7 @@ def test_a_host_on_another_debian_is_refused_before_any_change(host) -> None:
 
 def test_rabbitmq_is_refused_on_trixie_before_any_change() -> None:
     """RabbitMQ 4.0 is not handled yet: on trixie the broker role says so instead of installing it."""
-    host = testinfra.get_host(f"ansible://rc-testhost-trixie?ansible_inventory={os.environ['MOLECULE_INVENTORY_FILE']}")
+    host = scenario_host("rc-testhost-trixie")
     before = paths_digest(host)
     result = apply_role(host, "celery_broker")
     output = " ".join((result.stdout + result.stderr).split())
