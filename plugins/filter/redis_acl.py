@@ -51,6 +51,10 @@ ROLE_COMMANDS = {
     "flower": _CONNECTION + _TRANSACTIONS + _SCRIPTS + _PUBLISH + _CONSUME,
 }
 ROLES = tuple(ROLE_COMMANDS)
+# redis-py names itself with CLIENT SETINFO on every connection. It ignores a refusal, but the
+# server logs each one in its ACL log. Redis 7.2 added the command (an older server refuses to
+# grant it); Valkey's versions continue from Redis 7.2.
+CLIENT_SETINFO_SINCE = (7, 2)
 
 
 def role_commands(role):
@@ -101,15 +105,24 @@ def _check_user(user, index, variable):
     return name, role, passwords
 
 
-def _permissions(role):
+def _version(server_version):
+    try:
+        return tuple(int(part) for part in str(server_version).split(".")[:2])
+    except ValueError:
+        raise AnsibleFilterError(f"redis_acl: server_version must be MAJOR.MINOR, got {server_version!r}") from None
+
+
+def _permissions(role, server_version="7.0"):
     # Queue names are the app's own, so every key; fanout and event channels, so every channel.
-    commands = " ".join(f"+{command}" for command in role_commands(role))
-    return f"~* &* -@all {commands}"
+    commands = role_commands(role)
+    if _version(server_version) >= CLIENT_SETINFO_SINCE:
+        commands.append("client|setinfo")
+    return "~* &* -@all " + " ".join(f"+{command}" for command in commands)
 
 
-def _rules(role, passwords):
+def _rules(role, passwords, server_version):
     hashes = " ".join(f"#{_password_hash(password)}" for password in passwords)
-    return f"on {hashes} {_permissions(role)}"
+    return f"on {hashes} {_permissions(role, server_version)}"
 
 
 # Nobody can log in as a disabled default user, but Redis replays the append-only file's
@@ -119,13 +132,14 @@ def _rules(role, passwords):
 DISABLED_DEFAULT_RULES = f"off resetpass {_permissions('worker')}"
 
 
-def redis_acl(users, admin_password, legacy_password=None, variable="celery_broker_redis_users"):
+def redis_acl(users, admin_password, legacy_password=None, variable="celery_broker_redis_users", server_version="7.0"):
     """The ACL users for USERS: a list of dicts {name, rules}, ``default`` and the role's admin included.
 
     Each rule set starts from nothing: ``ACL SETUSER NAME reset RULES`` and ``user NAME RULES``
     in an aclfile give the same user. Passwords appear only as SHA-256 hashes. With no USERS,
     LEGACY_PASSWORD (celery_broker_password) becomes the ``default`` user's, as a worker: old
     ``redis://:PASSWORD@`` URLs keep working without the rights of an administrator.
+    SERVER_VERSION (MAJOR.MINOR of Redis, or of Valkey) decides which commands the server knows.
     """
     if users is None:
         users = []
@@ -147,7 +161,7 @@ def redis_acl(users, admin_password, legacy_password=None, variable="celery_brok
         raise AnsibleFilterError(f"{variable} names a user twice: {', '.join(duplicates)}")
     if not isinstance(admin_password, str) or not admin_password:
         raise AnsibleFilterError("redis_acl: the admin password is missing")
-    acl = [{"name": name, "rules": _rules(role, passwords)} for name, role, passwords in checked]
+    acl = [{"name": name, "rules": _rules(role, passwords, server_version)} for name, role, passwords in checked]
     if "default" not in names:
         acl.insert(0, {"name": "default", "rules": DISABLED_DEFAULT_RULES})
     acl.append({"name": ADMIN_USER, "rules": f"on #{_password_hash(admin_password)} ~* &* +@all"})

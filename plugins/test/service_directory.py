@@ -11,6 +11,7 @@ import posixpath
 _SHARED = """
     /etc/alternatives /etc/apt /etc/cron.d /etc/default /etc/init.d /etc/logrotate.d /etc/network /etc/pam.d
     /etc/profile.d /etc/rabbitmq /etc/redis /etc/security /etc/ssh /etc/ssl /etc/sudoers.d /etc/sysctl.d /etc/systemd
+    /etc/valkey
     /run/lock /run/systemd
     /usr/bin /usr/games /usr/include /usr/lib /usr/lib32 /usr/lib64 /usr/libexec /usr/libx32 /usr/local /usr/sbin
     /usr/share /usr/src

@@ -1,5 +1,5 @@
 """The stack on RabbitMQ: consumer_timeout derived from the longest task, no guest, tasks complete,
-and a task whose worker is SIGKILLed is redelivered at once."""
+a task whose worker is SIGKILLed is redelivered at once, and no delivery limit drops a task."""
 
 from __future__ import annotations
 
@@ -26,6 +26,35 @@ except amqp.exceptions.AccessRefused:
     print("refused")
 """
 
+# A quorum queue's message returned (its consumer's channel closed, as when a worker dies) more
+# times than RabbitMQ 4's default delivery limit (20), then looked for.
+QUORUM_RETURNS = """
+import sys, time, amqp
+RETURNS = 25
+conn = amqp.Connection("127.0.0.1:5672", userid="celery", password=sys.stdin.read(), virtual_host="celery")
+conn.connect()
+channel = conn.channel()
+queue = "rc-test-quorum"
+channel.queue_declare(queue, durable=True, auto_delete=False, arguments={"x-queue-type": "quorum"})
+channel.basic_publish(amqp.Message("task"), routing_key=queue)
+
+def get(no_ack):
+    deadline = time.monotonic() + 5
+    while (message := channel.basic_get(queue, no_ack=no_ack)) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return message
+
+returned = 0
+while returned < RETURNS and get(no_ack=False) is not None:
+    channel.close()
+    channel = conn.channel()
+    returned += 1
+kept = get(no_ack=True) is not None
+channel.queue_delete(queue)
+print(returned, "kept" if kept else "dropped")
+"""
+BROKER_PASSWORD = "Demo-Broker-Secret-4b1e93a7"  # noqa: S105 - examples/inventory's demo password
+
 
 def test_consumer_timeout_is_derived_from_the_longest_task(host) -> None:
     value = host.check_output("rabbitmqctl eval 'application:get_env(rabbit, consumer_timeout).'")
@@ -39,6 +68,12 @@ def test_guest_cannot_log_in(host) -> None:
         argv = ["/opt/celery/current/bin/python", "-c", AMQP_LOGIN, "guest", "guest", vhost]
         login = host.check_output(shlex.join(argv))
         assert login == "refused", vhost
+
+
+def test_a_quorum_queue_never_drops_a_task_returned_many_times(host) -> None:
+    """RabbitMQ 4 would drop it after 20 returns (its default delivery-limit); the role sets none."""
+    command = f"printf %s {BROKER_PASSWORD} | /opt/celery/current/bin/python -c {shlex.quote(QUORUM_RETURNS)}"
+    assert host.check_output(command) == "25 kept"
 
 
 def test_tasks_complete_on_rabbitmq(host) -> None:

@@ -104,7 +104,7 @@ def test_load_credential_delivers_a_root_only_file_to_the_service_user_alone(hos
 # What each test host runs, by the suite its name ends with: version, name, brokers supported there.
 SUITES = {
     "bookworm": ("12", "Debian 12 (bookworm)", "redis rabbitmq"),
-    "trixie": ("13", "Debian 13 (trixie)", "redis"),
+    "trixie": ("13", "Debian 13 (trixie)", "redis valkey rabbitmq"),
 }
 OS_RELEASE_OF_ANOTHER_DEBIAN = (
     'PRETTY_NAME="Debian GNU/Linux 11 (bullseye)"\nNAME="Debian GNU/Linux"\nVERSION_ID="11"\n'
@@ -163,16 +163,16 @@ def test_a_host_on_another_debian_is_refused_before_any_change(host) -> None:
     assert paths_digest(host) == before
 
 
-def test_rabbitmq_is_refused_on_trixie_before_any_change() -> None:
-    """RabbitMQ 4.0 is not handled yet: on trixie the broker role says so instead of installing it."""
-    host = scenario_host("rc-testhost-trixie")
+def test_valkey_is_refused_on_bookworm_before_any_change() -> None:
+    """Debian 12 does not ship Valkey: the broker role says so instead of installing something else."""
+    host = scenario_host("rc-testhost-bookworm")
     before = paths_digest(host)
     result = apply_role(host, "celery_broker")
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0
     refusal = (
-        "celery_broker_type rabbitmq is not supported on Debian 13 (trixie) (rc-testhost-trixie): "
-        "there it must be one of redis."
+        "celery_broker_type valkey is not supported on Debian 12 (bookworm) (rc-testhost-bookworm): "
+        "there it must be one of redis, rabbitmq."
     )
     assert refusal in output, output[-3000:]
     assert paths_digest(host) == before

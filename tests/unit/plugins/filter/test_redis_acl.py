@@ -139,3 +139,15 @@ def test_new_users_disabled_users_and_a_new_admin_password_are_no_replacement() 
     running = live(redis_acl([], ADMIN, legacy_password=OLD))
     assert redis_acl_replaced(redis_acl(USERS, "another-admin-password"), running) == []
     assert redis_acl_replaced(redis_acl(USERS, ADMIN), []) == []
+
+
+@pytest.mark.parametrize(("version", "granted"), [("7.0", False), ("7.2", True), ("8.0", True), ("8.1", True)])
+def test_clients_may_name_themselves_where_the_server_knows_client_setinfo(version: str, granted: bool) -> None:
+    """redis-py sends CLIENT SETINFO on every connection; Redis 7.0 refuses to grant an unknown command."""
+    for user in redis_acl(USERS, ADMIN, server_version=version)[1:-1]:
+        assert ("+client|setinfo" in user["rules"].split()) is granted, user["name"]
+
+
+def test_a_server_version_that_is_no_version_is_refused() -> None:
+    with pytest.raises(AnsibleFilterError, match=r"server_version must be MAJOR\.MINOR"):
+        redis_acl(USERS, ADMIN, server_version="eight")
