@@ -43,6 +43,10 @@ print(json.dumps([app.send_task(n, args=a).id for n, a in json.loads(sys.argv[1]
 """
 
 
+
+# The Debian release of the test hosts (scripts/benchmark.sh sets TESTHOST_SUITE per run).
+DEBIAN = {"bookworm": "Debian 12", "trixie": "Debian 13"}[os.environ.get("TESTHOST_SUITE", "bookworm")]
+
 def on_host(host: str, argv: list[str], *, check: bool = True, **kwargs) -> str:
     interactive = ["-i"] if "input" in kwargs else []
     command = ["docker", "exec", *interactive, host, *argv]
@@ -185,9 +189,9 @@ def main() -> None:
         "plain": "`systemctl restart` with systemd's default KillMode=control-group",
     }
     report = [
-        f"## Restart under load — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"## Restart under load, {DEBIAN} — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
-        f"Machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}. Test host: Debian 12 systemd",
+        f"Machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}. Test host: {DEBIAN} systemd",
         f"container, Celery 5.7.0, Redis, prefork -c 4. Load: one {args.long_seconds:g} s task running and"
         f" {args.short_tasks} tasks of {args.short_seconds:g} s queued when the restart starts.",
         "",

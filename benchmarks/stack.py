@@ -27,6 +27,7 @@ from pathlib import Path
 from statistics import median
 
 from restart_gap import (
+    DEBIAN,
     current_unit,
     events,
     measure,
@@ -165,11 +166,12 @@ def converge_and_measure(broker: str, args: argparse.Namespace) -> dict:
 
 
 def report(results: list[dict], args: argparse.Namespace) -> str:
-    names = {"redis": "Redis", "rabbitmq": "RabbitMQ"}
+    # chaos-redis deploys the suite's Redis-protocol server (scripts/lib.sh, use_testhost_suite).
+    names = {"redis": os.environ.get("TESTHOST_REDIS_SERVER", "redis").capitalize(), "rabbitmq": "RabbitMQ"}
     lines = [
-        f"## The stack per broker — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"## The stack per broker, {DEBIAN} — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
-        f"Machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}. Hosts: Debian 12 systemd",
+        f"Machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}. Hosts: {DEBIAN} systemd",
         "containers (a broker and two worker hosts, the chaos scenarios' inventory), Celery 5.7.0, prefork -c 3.",
         "",
         "### Restart under load",

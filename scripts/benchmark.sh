@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Writes docs/benchmarks.md from the two benchmarks: the restart under load on one host
-# (benchmarks/restart_gap.py on the restart scenario's host) and the stack per broker
-# (benchmarks/stack.py on the chaos scenarios' hosts). A report, not an assertion: figures on a
-# busy machine vary, so this is not part of `make test`. Arguments name the parts to run again
-# (restart, stack); the others come from their last report in .cache/benchmarks.
+# Writes docs/benchmarks.md from the two benchmarks, on each supported Debian suite: the restart
+# under load on one host (benchmarks/restart_gap.py on the restart scenario's host) and the stack
+# per broker (benchmarks/stack.py on the chaos scenarios' hosts). A report, not an assertion:
+# figures on a busy machine vary, so this is not part of `make test`. Arguments name the parts to
+# run again, as PART (every suite) or PART:SUITE (restart, stack; e.g. stack:trixie); the others
+# come from their last report in .cache/benchmarks.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 activate_toolchain
 cd "$REPO_ROOT"
@@ -15,19 +16,26 @@ mkdir -p "$reports"
 
 parts=("$@")
 ((${#parts[@]})) || parts=(restart stack)
-for part in restart stack; do
-  [[ " ${parts[*]} " == *" $part "* ]] || [[ ! -f "$reports/$part.md" ]] || continue
-  if [[ "$part" == restart ]]; then
-    log "restart benchmark (molecule scenario restart)"
-    status=0
-    molecule create -s restart && molecule prepare -s restart && molecule converge -s restart \
-      && python benchmarks/restart_gap.py --output "$reports/restart.md" || status=$?
-    molecule destroy -s restart >/dev/null
-    ((status == 0)) || die "the restart benchmark failed"
-  else
-    log "stack benchmark (molecule scenarios chaos-redis and chaos-rabbitmq)"
-    python benchmarks/stack.py --output "$reports/stack.md" || die "the stack benchmark failed"
-  fi
+for suite in "${TESTHOST_SUITES[@]}"; do
+  for part in restart stack; do
+    report="$reports/$part-$suite.md"
+    [[ " ${parts[*]} " == *" $part "* || " ${parts[*]} " == *" $part:$suite "* || ! -f "$report" ]] || continue
+    (
+      use_testhost_suite "$suite"
+      if [[ "$part" == restart ]]; then
+        log "restart benchmark on $suite (molecule scenario restart)"
+        export MOLECULE_EPHEMERAL_DIRECTORY="$REPO_ROOT/.cache/molecule/restart-$suite"
+        status=0
+        molecule create -s restart && molecule prepare -s restart && molecule converge -s restart \
+          && python benchmarks/restart_gap.py --output "$report" || status=$?
+        molecule destroy -s restart >/dev/null
+        ((status == 0)) || die "the restart benchmark on $suite failed"
+      else
+        log "stack benchmark on $suite (molecule scenarios chaos-redis and chaos-rabbitmq)"
+        python benchmarks/stack.py --output "$report" || die "the stack benchmark on $suite failed"
+      fi
+    )
+  done
 done
 
 {
@@ -35,9 +43,10 @@ done
   echo
   echo "Written by \`make benchmark\`. Figures, not assertions: they vary with the machine and its load."
   echo "The pass/fail proofs are the molecule scenarios (docs/testing.md)."
-  echo
-  cat "$reports/restart.md"
-  echo
-  cat "$reports/stack.md"
+  for suite in "${TESTHOST_SUITES[@]}"; do
+    for part in restart stack; do
+      [[ -f "$reports/$part-$suite.md" ]] && { echo; cat "$reports/$part-$suite.md"; }
+    done
+  done
 } >docs/benchmarks.md
 log "wrote docs/benchmarks.md"
