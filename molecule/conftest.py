@@ -76,8 +76,28 @@ def shared_playbook(name: str) -> Path:
 
 # --- Celery workers deployed by the celery_worker role ---
 
+
+def record_figures(report: str, line: str) -> None:
+    """Figures, not assertions: appended to .cache/molecule-logs/REPORT.txt with the time, the suite
+    and the Redis-protocol server of the run."""
+    path = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".cache" / "molecule-logs" / f"{report}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as file:
+        file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {SUITE} ({REDIS_SERVER}): {line}\n")
+
+
+# The Redis-protocol broker server of the scenarios that follow the suite (scripts/molecule.sh,
+# TESTHOST_REDIS_SERVER, mapped to TEST_REDIS_SERVER in their molecule.yml): Redis or Valkey, laid
+# out by Debian under the server's name.
+REDIS_SERVER = os.environ.get("TEST_REDIS_SERVER") or "redis"
+REDIS_CLI = f"{REDIS_SERVER}-cli"
+REDIS_SERVICE = f"{REDIS_SERVER}-server.service"
+REDIS_CONFIG_DIR = f"/etc/{REDIS_SERVER}"
+# The Debian suite of the scenario's hosts (scripts/molecule.sh).
+SUITE = os.environ.get("TESTHOST_SUITE", "bookworm")
+
 # What the roles manage on a host; a run that must change nothing leaves this unchanged.
-MANAGED_PATHS = "/etc/celery /etc/systemd/system /opt/celery /var/lib/celery /etc/redis /etc/rabbitmq"
+MANAGED_PATHS = "/etc/celery /etc/systemd/system /opt/celery /var/lib/celery /etc/redis /etc/valkey /etc/rabbitmq"
 
 
 def fingerprint(host, paths: str = MANAGED_PATHS) -> str:

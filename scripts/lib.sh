@@ -57,3 +57,17 @@ testhost_recipe_digest() {
 testhost_image() {
   printf '%s:%s-%s' "$TESTHOST_IMAGE_REPO" "$1" "$(testhost_recipe_digest)"
 }
+
+# use_testhost_suite SUITE: the environment of a scenario run on SUITE: TESTHOST_SUITE,
+# TESTHOST_IMAGE, and TESTHOST_REDIS_SERVER, the Redis-protocol server the scenarios that follow the
+# suite deploy: Valkey where Debian ships it (Debian 13 on), so that both servers are tested.
+use_testhost_suite() {
+  [[ " ${TESTHOST_SUITES[*]} " == *" $1 "* ]] || die "unknown suite '$1': one of ${TESTHOST_SUITES[*]}"
+  export TESTHOST_SUITE="$1"
+  TESTHOST_IMAGE="$(testhost_image "$1")"
+  export TESTHOST_IMAGE
+  case "$1" in
+    bookworm) export TESTHOST_REDIS_SERVER=redis ;;
+    *) export TESTHOST_REDIS_SERVER=valkey ;;
+  esac
+}

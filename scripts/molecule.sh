@@ -1,75 +1,126 @@
 #!/usr/bin/env bash
-# Runs molecule scenarios on the local systemd test hosts: every scenario by default, or the
-# ones named (e.g. scripts/molecule.sh testhost). Extra molecule arguments after `--`.
+# Runs molecule scenarios on the local systemd test hosts, each on every supported Debian suite
+# (TESTHOST_SUITES in lib.sh): every scenario by default, or the ones named, as SCENARIO (every
+# suite) or SCENARIO:SUITE (e.g. scripts/molecule.sh default:trixie). Extra molecule arguments
+# after `--`.
+# A run gets its suite's environment (use_testhost_suite in lib.sh) and its own molecule state
+# directory.
 # FLOOR_SCENARIOS run with the oldest ansible-core meta/runtime.yml claims (the floor venv), the
-# others with the toolchain's.
-# One scenario runs in the foreground; several run MOLECULE_JOBS at a time (default 2, longest
-# first: their hosts mostly wait on apt, pip and Celery), each logging to
-# .cache/molecule-logs/SCENARIO.log, whose tail is printed when the scenario fails.
+# others with the toolchain's. SUITELESS_SCENARIOS name one host per suite themselves and run once.
+# One run goes to the foreground; several run MOLECULE_JOBS at a time (default 2, longest first:
+# their hosts mostly wait on apt, pip and Celery; the two suites of a scenario never at once, as
+# they share the scenario's host names), each logging to .cache/molecule-logs/SCENARIO-SUITE.log
+# with the time of each line, whose tail is printed when the run fails.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 activate_toolchain
 cd "$REPO_ROOT"
 
-scenarios=()
-while (($#)) && [[ "$1" != "--" ]]; do scenarios+=("$1"); shift; done
+FLOOR_SCENARIOS=(site)
+SUITELESS_SCENARIOS=(testhost)
+
+requested=()
+while (($#)) && [[ "$1" != "--" ]]; do requested+=("$1"); shift; done
 [[ "${1:-}" == "--" ]] && shift
-if ((${#scenarios[@]} == 0)); then
+if ((${#requested[@]} == 0)); then
   # Longest first, so that the short ones fill the gaps at the end.
-  for name in site default chaos-redis chaos-rabbitmq rabbitmq restart; do [[ -f "molecule/$name/molecule.yml" ]] && scenarios+=("$name"); done
+  for name in default site restart chaos-redis chaos-rabbitmq rabbitmq; do [[ -f "molecule/$name/molecule.yml" ]] && requested+=("$name"); done
   for file in molecule/*/molecule.yml; do
     name="$(basename "$(dirname "$file")")"
-    [[ " ${scenarios[*]} " == *" $name "* ]] || scenarios+=("$name")
+    [[ " ${requested[*]} " == *" $name "* ]] || requested+=("$name")
   done
 fi
-((${#scenarios[@]})) || die "no molecule scenarios found under molecule/"
-FLOOR_SCENARIOS=(site)
+((${#requested[@]})) || die "no molecule scenarios found under molecule/"
 
-# molecule_test SCENARIO ARGS...: `molecule test` with the ansible-core the scenario runs on.
+# The runs, as SCENARIO:SUITE (SUITELESS_SCENARIOS as SCENARIO:all), every scenario's first suite
+# before any second one.
+runs=()
+for suite in "${TESTHOST_SUITES[@]}"; do
+  for entry in "${requested[@]}"; do
+    scenario="${entry%%:*}"
+    [[ -f "molecule/$scenario/molecule.yml" ]] || die "no molecule scenario '$scenario' (molecule/*/molecule.yml)"
+    if [[ " ${SUITELESS_SCENARIOS[*]} " == *" $scenario "* ]]; then
+      [[ "$suite" == "${TESTHOST_SUITES[0]}" ]] && runs+=("$scenario:all")
+    elif [[ "$entry" != *:* || "${entry#*:}" == "$suite" ]]; then
+      runs+=("$scenario:$suite")
+    fi
+  done
+done
+for entry in "${requested[@]}"; do
+  [[ "$entry" != *:* || " ${TESTHOST_SUITES[*]} " == *" ${entry#*:} "* ]] \
+    || die "unknown suite in '$entry': one of ${TESTHOST_SUITES[*]}"
+done
+
+# molecule_test SCENARIO:SUITE ARGS...: `molecule test` on the suite, with the ansible-core the
+# scenario runs on.
 molecule_test() {
-  local scenario="$1"
+  local scenario="${1%%:*}" suite="${1#*:}"
   shift
-  if [[ " ${FLOOR_SCENARIOS[*]} " == *" $scenario "* ]]; then
-    (activate_toolchain floor && log "scenario $scenario on $(ansible --version | head -1)" && molecule test -s "$scenario" "$@")
-  else
+  (
+    if [[ " ${FLOOR_SCENARIOS[*]} " == *" $scenario "* ]]; then activate_toolchain floor; fi
+    if [[ "$suite" == all ]]; then export TESTHOST_SUITE=all; else use_testhost_suite "$suite"; fi
+    export MOLECULE_EPHEMERAL_DIRECTORY="$REPO_ROOT/.cache/molecule/$scenario-$suite"
+    local version
+    version="$(ansible --version)"
+    log "molecule test -s $scenario on $suite with ${version%%$'\n'*}"
     molecule test -s "$scenario" "$@"
-  fi
+  )
 }
 
 # The example app's wheels, for the scenarios that deploy examples/inventory's group_vars.
 RELIABLE_CELERY_EXAMPLE_WHEELHOUSE="$(scripts/example-wheelhouse.sh)"
 export RELIABLE_CELERY_EXAMPLE_WHEELHOUSE
 
-if ((${#scenarios[@]} == 1)); then
+if ((${#runs[@]} == 1)); then
   start=$SECONDS
-  molecule_test "${scenarios[0]}" "$@"
-  log "scenario ${scenarios[0]} passed in $((SECONDS - start)) s"
+  molecule_test "${runs[0]}" "$@"
+  log "${runs[0]} passed in $((SECONDS - start)) s"
   exit 0
 fi
 
 logs="$REPO_ROOT/.cache/molecule-logs"
 mkdir -p "$logs"
+run_log() { printf '%s/%s.log' "$logs" "${1/:/-}"; }
 run_scenario() {
-  local scenario="$1" start=$SECONDS
+  local run="$1" start=$SECONDS log
   shift
-  if molecule_test "$scenario" "$@" >"$logs/$scenario.log" 2>&1; then
-    log "scenario $scenario passed in $((SECONDS - start)) s"
-    touch "$logs/$scenario.passed"
+  log="$(run_log "$run")"
+  if molecule_test "$run" "$@" 2>&1 | awk '{ print strftime("%H:%M:%S"), $0; fflush() }' >"$log"; then
+    log "$run passed in $((SECONDS - start)) s"
+    touch "${log%.log}.passed"
   else
-    tail -n 150 "$logs/$scenario.log" >&2
-    log "scenario $scenario FAILED after $((SECONDS - start)) s (log: $logs/$scenario.log)"
+    tail -n 150 "$log" >&2
+    log "$run FAILED after $((SECONDS - start)) s (log: $log)"
     return 1
   fi
 }
 
 jobs_max="${MOLECULE_JOBS:-2}"
 rm -f "$logs"/*.passed
-for scenario in "${scenarios[@]}"; do
-  while (($(jobs -rp | wc -l) >= jobs_max)); do wait -n || true; done
-  log "molecule test -s $scenario (log: $logs/$scenario.log)"
-  run_scenario "$scenario" "$@" &
+declare -A running=() # PID -> SCENARIO:SUITE
+pending=("${runs[@]}")
+while ((${#pending[@]} + ${#running[@]})); do
+  # Start the first pending run whose scenario is not running on another suite, while a job is free.
+  started=false
+  if ((${#running[@]} < jobs_max)); then
+    for i in "${!pending[@]}"; do
+      run="${pending[$i]}"
+      busy=false
+      for other in "${running[@]}"; do [[ "${other%%:*}" == "${run%%:*}" ]] && busy=true; done
+      $busy && continue
+      log "starting ${run%%:*} on ${run#*:} (log: $(run_log "$run"))"
+      run_scenario "$run" "$@" &
+      running[$!]="$run"
+      unset "pending[$i]"
+      pending=("${pending[@]}")
+      started=true
+      break
+    done
+  fi
+  $started && continue
+  wait -n || true
+  for pid in "${!running[@]}"; do kill -0 "$pid" 2>/dev/null || unset "running[$pid]"; done
 done
-wait || true
 failures=0
-for scenario in "${scenarios[@]}"; do [[ -f "$logs/$scenario.passed" ]] || failures=$((failures + 1)); done
-((failures == 0)) || die "$failures of ${#scenarios[@]} molecule scenarios failed"
-log "all ${#scenarios[@]} molecule scenarios passed"
+for run in "${runs[@]}"; do [[ -f "$(run_log "$run" | sed 's/\.log$/.passed/')" ]] || failures=$((failures + 1)); done
+((failures == 0)) || die "$failures of ${#runs[@]} molecule runs failed"
+log "all ${#runs[@]} molecule runs passed"

@@ -31,8 +31,10 @@ from conftest import (
     wait_for,
 )
 
-BROKER_KIND = os.environ["CHAOS_BROKER"]
-PREFIX = f"rc-chaos-{BROKER_KIND}"
+BROKER_KIND = os.environ["CHAOS_BROKER"]  # redis, valkey or rabbitmq
+SPEAKS_REDIS = BROKER_KIND != "rabbitmq"
+SUITE = os.environ.get("TESTHOST_SUITE", "bookworm")
+PREFIX = f"rc-{os.environ['MOLECULE_SCENARIO_NAME']}"
 BROKER, WORKERS = f"{PREFIX}-broker", [f"{PREFIX}-worker1", f"{PREFIX}-worker2"]
 INSTANCE = "default"  # one per worker host; it restarts with the default strategy (handover)
 TASKS = int(os.environ.get("CHAOS_TASKS", "200"))
@@ -43,11 +45,11 @@ REPO = Path(__file__).parents[3]
 # chaos-host-vars.yml: the longest task 30 s + margin 15 s = the Redis visibility timeout, and the
 # celery_worker role's restore sweep every 5 s. RabbitMQ requeues as soon as the connection drops.
 VISIBILITY_TIMEOUT, RESTORE_INTERVAL = 30 + 15, 5
-REDELIVERY_BOUND = {"redis": VISIBILITY_TIMEOUT + RESTORE_INTERVAL + 15, "rabbitmq": 15}[BROKER_KIND]
+REDELIVERY_BOUND = VISIBILITY_TIMEOUT + RESTORE_INTERVAL + 15 if SPEAKS_REDIS else 15
 # Faults that may cut a running task short: its task then runs again (at-least-once delivery).
 # On AMQP a broker restart is one too: the connection drops, the broker requeues every unacked
 # message, and a running late-ack task can no longer be acked (docs/delivery.md).
-HARD_FAULTS = {"kill-main", "kill-child", "reboot"} | ({"broker-restart"} if BROKER_KIND == "rabbitmq" else set())
+HARD_FAULTS = {"kill-main", "kill-child", "reboot"} | (set() if SPEAKS_REDIS else {"broker-restart"})
 # A pool process records a task's end before the main process acks it: a run that ended this
 # shortly before a fault struck may still have been unacked.
 ACK_SLACK_SECONDS = 1.0
@@ -126,8 +128,7 @@ class Fleet:
         fault.struck_from = fault.struck_to = float(struck)
 
     def broker_restart(self, _name: str, fault: Fault) -> None:
-        service = {"redis": "redis-server", "rabbitmq": "rabbitmq-server"}[BROKER_KIND]
-        self.broker.check_output(f"systemctl restart {service}.service")
+        self.broker.check_output(f"systemctl restart {BROKER_KIND}-server.service")
 
     def reboot(self, name: str, fault: Fault) -> None:
         """A reboot: systemd shuts the host down (workers drain within their stop timeout) and boots it."""
@@ -258,7 +259,7 @@ def test_no_task_is_lost_under_faults(fleet: Fleet) -> None:
     }
     print(json.dumps(report, indent=2))
     details = json.dumps({**report, **result}, default=vars, indent=2)
-    (REPO / ".cache" / f"chaos-report-{BROKER_KIND}.json").write_text(details)
+    (REPO / ".cache" / f"chaos-report-{BROKER_KIND}-{SUITE}.json").write_text(details)
     assert result["lost"] == [], report
     # Tasks that ran (or completed) twice are allowed only where a hard fault struck them.
     assert result["unexplained_reruns"] == [], result["unexplained_reruns"]

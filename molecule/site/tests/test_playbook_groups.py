@@ -10,12 +10,21 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import current_unit, fingerprint, main_pid, recap, run_playbook, scenario_host
+from conftest import (
+    REDIS_CONFIG_DIR,
+    REDIS_SERVER,
+    current_unit,
+    fingerprint,
+    main_pid,
+    recap,
+    run_playbook,
+    scenario_host,
+)
 
 BROKER, WORKER1, WORKER2, BEAT = "rc-site-broker", "rc-site-worker1", "rc-site-worker2", "rc-site-beat"
 PLAYBOOKS = Path(__file__).parents[3] / "playbooks"
 EXAMPLE_GROUP_VARS = Path(__file__).parents[3] / "examples" / "inventory" / "group_vars"
-SITE_PATHS = "/etc/celery /etc/systemd/system /etc/redis /opt/celery /opt/celery-beat /opt/celery-flower"
+SITE_PATHS = f"/etc/celery /etc/systemd/system {REDIS_CONFIG_DIR} /opt/celery /opt/celery-beat /opt/celery-flower"
 WORKER_INSTANCES = [(WORKER1, "default"), (WORKER2, "default"), (WORKER2, "reports")]
 # The infra repo's name for each of the example inventory's groups.
 INFRA_GROUPS = {"broker": "message_bus", "workers": "app_servers", "beat": "scheduler", "flower": "monitoring"}
@@ -46,11 +55,12 @@ def write_inventory(path: Path, document: dict) -> Path:
 def infra_repo_inventory(directory: Path) -> Path:
     """The scenario's fleet as an infra repo lists it: its own group names, the example's
     group_vars under them, and the group variables of the playbooks in group_vars/all."""
-    connection = {"ansible_connection": "community.docker.docker"}
+    # The scenario's host_vars too: the suite's broker.
+    host_vars = {"ansible_connection": "community.docker.docker", "celery_broker_type": REDIS_SERVER}
     members = {"broker": [BROKER], "workers": [WORKER1, WORKER2], "beat": [BEAT], "flower": [BROKER]}
-    children = {INFRA_GROUPS[group]: {"hosts": dict.fromkeys(hosts, connection)} for group, hosts in members.items()}
+    children = {INFRA_GROUPS[group]: {"hosts": dict.fromkeys(hosts, host_vars)} for group, hosts in members.items()}
     # group_vars/workers.yml gives the hosts of report_workers a second instance.
-    children["report_workers"] = {"hosts": {WORKER2: connection}}
+    children["report_workers"] = {"hosts": {WORKER2: host_vars}}
     group_vars = directory / "group_vars"
     group_vars.mkdir()
     for group, infra_group in INFRA_GROUPS.items():

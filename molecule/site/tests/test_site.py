@@ -11,6 +11,9 @@ from urllib.parse import quote
 
 import pytest
 from conftest import (
+    REDIS_CLI,
+    REDIS_CONFIG_DIR,
+    REDIS_SERVICE,
     current_node,
     current_unit,
     fingerprint,
@@ -18,6 +21,7 @@ from conftest import (
     journal,
     main_pid,
     recap,
+    record_figures,
     run_playbook,
     scenario_file,
     scenario_host,
@@ -45,10 +49,10 @@ SECRETS = (
 )
 # The celery_broker role's own administrator: its password is in a root-only file on the broker.
 REDIS_ADMIN = "celery-broker-admin"
-REDIS_ADMIN_SECRET = "/etc/redis/celery-broker-admin.secret"  # noqa: S105 - a path
+REDIS_ADMIN_SECRET = f"{REDIS_CONFIG_DIR}/celery-broker-admin.secret"
 TICK_SECONDS = 5.0
 # What the roles manage, without /var/lib: the workers record every beat tick there.
-SITE_PATHS = "/etc/celery /etc/systemd/system /etc/redis /opt/celery /opt/celery-beat /opt/celery-flower"
+SITE_PATHS = f"/etc/celery /etc/systemd/system {REDIS_CONFIG_DIR} /opt/celery /opt/celery-beat /opt/celery-flower"
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +61,12 @@ def fleet() -> dict:
 
 
 def redis_cli(host, *args: str, user: str | None = REDIS_ADMIN, password: str | None = None):
-    """redis-cli on the broker host as USER (the role's administrator by default; None: no login)."""
+    """redis-cli (valkey-cli) on the broker host as USER (the role's administrator by default; None: no login)."""
     if user is None:
-        return host.run(f"redis-cli {shlex.join(args)}")
+        return host.run(f"{REDIS_CLI} {shlex.join(args)}")
     secret = f'"$(cat {REDIS_ADMIN_SECRET})"' if password is None else shlex.quote(password)
-    return host.run(f"REDISCLI_AUTH={secret} redis-cli --no-auth-warning --user {shlex.quote(user)} {shlex.join(args)}")
+    login = f"--no-auth-warning --user {shlex.quote(user)}"
+    return host.run(f"REDISCLI_AUTH={secret} {REDIS_CLI} {login} {shlex.join(args)}")
 
 
 def test_tasks_routed_to_a_queue_run_only_on_the_hosts_consuming_it(fleet) -> None:
@@ -200,7 +205,7 @@ def test_a_redis_restart_with_queued_tasks_loses_none(fleet) -> None:
         # Redis replays the append-only file's transactions as its default user.
         worker1.check_output(in_worker_environment("default", ["/opt/celery/current/bin/python", "-c", REQUEUE]))
         assert redis_cli(broker, "-n", "0", "LLEN", "celery").stdout.strip() == "30"
-        broker.check_output("systemctl restart redis-server.service")
+        broker.check_output(f"systemctl restart {REDIS_SERVICE}")
         wait_for(lambda: redis_cli(broker, "PING").stdout.strip() == "PONG", 30, "Redis to answer after its restart")
         assert redis_cli(broker, "-n", "0", "LLEN", "celery").stdout.strip() == "30"
     finally:
@@ -299,7 +304,7 @@ def test_flower_shows_no_broker_password(fleet, page: str) -> None:
 
 
 # systemd-analyze security's exposure (0-10) as --threshold takes it (x10): what the units score
-# on Debian 12 today (roles/celery_worker/README.md).
+# on Debian 12 and 13 today (docs/security.md; each run records its figures).
 EXPOSURE_THRESHOLD = 12
 
 
@@ -315,5 +320,5 @@ EXPOSURE_THRESHOLD = 12
 def test_every_unit_passes_the_exposure_gate(fleet, name: str, unit: str) -> None:
     result = fleet[name].run(f"systemd-analyze security --no-pager --threshold={EXPOSURE_THRESHOLD} {unit}")
     exposure = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
-    print(f"systemd-analyze security {unit}: {exposure.group(1) if exposure else '?'}")
+    record_figures("site-exposure", f"systemd-analyze security {unit}: {exposure.group(1) if exposure else '?'}")
     assert result.rc == 0, result.stdout[-3000:]

@@ -4,7 +4,6 @@ clients may not do. Runs after test_site.py (file order): it changes the fleet's
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import time
 from pathlib import Path
@@ -13,8 +12,12 @@ import pytest
 from conftest import (
     CONFIG_DIR,
     CREDENTIALS,
+    REDIS_CONFIG_DIR,
+    REDIS_SERVER,
+    REDIS_SERVICE,
     in_worker_environment,
     recap,
+    record_figures,
     run_playbook,
     scenario_host,
     task_events,
@@ -27,6 +30,7 @@ SITE = Path(__file__).parents[3] / "playbooks" / "site.yml"
 NEW_PASSWORDS = {name: f"{password[:-1]}/rotated?#@%" for name, password in REDIS_PASSWORDS.items()}
 # Generous: a handover leaves a worker host without a consuming process for under a second.
 MAX_CONSUMING_GAP_SECONDS = 20.0
+CONFIG_DIGESTS = f"sha256sum {REDIS_CONFIG_DIR}/users.acl {REDIS_CONFIG_DIR}/{REDIS_SERVER}.conf"
 PRODUCER_UNIT = "rc-rotation-producer"
 PRODUCER_OUTPUT = "/tmp/rc-rotation-producer.json"  # noqa: S108 - a test host's file
 PRODUCER_STOP = "/tmp/rc-rotation-producer.stop"  # noqa: S108
@@ -100,26 +104,20 @@ def rotate_step(fleet, passwords: dict[str, list[str]]) -> tuple[dict, dict[str,
     results = task_results(worker1, [task_id for _number, task_id in sent["ids"]], timeout=120)
     assert [r["result"] for r in results] == [2 * number for number, _task_id in sent["ids"]], "tasks were lost"
     gaps = largest_gaps(fleet, since, until)
-    report(
-        f"{len(sent['ids'])} tasks sent, 0 lost, site.yml {until - since:.0f} s, longest gap without a task start: "
-        + ", ".join(f"{name} {gap:.1f} s" for name, gap in gaps.items())
+    record_figures(
+        "site-rotation",
+        f"rotation step: {len(sent['ids'])} tasks sent, 0 lost, site.yml {until - since:.0f} s, "
+        + "longest gap without a task start: "
+        + ", ".join(f"{name} {gap:.1f} s" for name, gap in gaps.items()),
     )
     return recap(result, BROKER), gaps
-
-
-def report(line: str) -> None:
-    """Figures, not assertions: appended to .cache/molecule-logs/site-rotation.txt for the record."""
-    path = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".cache" / "molecule-logs" / "site-rotation.txt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as file:
-        file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} rotation step: {line}\n")
 
 
 def test_a_password_rotation_loses_no_task_and_no_worker_host_stops_consuming(fleet) -> None:
     """Step 1: the broker's users hold the old and the new password; clients roll host by host to
     the new one (the last). Step 2: the old passwords go. Tasks flow all along."""
     broker = fleet[BROKER]
-    redis_pid = broker.check_output("systemctl show -p MainPID --value redis-server.service")
+    redis_pid = broker.check_output(f"systemctl show -p MainPID --value {REDIS_SERVICE}")
 
     both = {name: [REDIS_PASSWORDS[name], NEW_PASSWORDS[name]] for name in REDIS_PASSWORDS}
     _recap, gaps = rotate_step(fleet, both)
@@ -135,7 +133,7 @@ def test_a_password_rotation_loses_no_task_and_no_worker_host_stops_consuming(fl
         old = redis_cli(broker, "PING", user=name, password=REDIS_PASSWORDS[name])
         assert "WRONGPASS" in old.stdout + old.stderr
     # Users changed in place: Redis was never restarted.
-    assert broker.check_output("systemctl show -p MainPID --value redis-server.service") == redis_pid
+    assert broker.check_output(f"systemctl show -p MainPID --value {REDIS_SERVICE}") == redis_pid
 
 
 def test_no_client_was_refused_a_command_key_or_channel(fleet) -> None:
@@ -219,12 +217,12 @@ def test_the_default_user_is_disabled(fleet) -> None:
 
 def test_replacing_every_password_of_a_user_at_once_is_refused_before_anything_changes(fleet) -> None:
     broker = fleet[BROKER]
-    before = broker.check_output("sha256sum /etc/redis/users.acl /etc/redis/redis.conf")
+    before = broker.check_output(CONFIG_DIGESTS)
     leaked = {**{name: [password] for name, password in NEW_PASSWORDS.items()}, "worker": ["Third-Secret-0123456789/"]}
     result = run_playbook(SITE, extra_vars={"celery_broker_redis_users": users(leaked)})
     assert result.returncode != 0
     refusal = "celery_broker_redis_users replaces every password Redis holds for worker"
     # The failure message goes to stdout or stderr depending on ansible-core's version.
     assert refusal in " ".join((result.stdout + result.stderr).split()), result.stdout[-3000:] + result.stderr[-3000:]
-    assert broker.check_output("sha256sum /etc/redis/users.acl /etc/redis/redis.conf") == before
+    assert broker.check_output(CONFIG_DIGESTS) == before
     assert redis_cli(broker, "PING", user="worker", password=NEW_PASSWORDS["worker"]).stdout.strip() == "PONG"
