@@ -43,9 +43,9 @@ print(json.dumps([app.send_task(n, args=a).id for n, a in json.loads(sys.argv[1]
 """
 
 
-
 # The Debian release of the test hosts (scripts/benchmark.sh sets TESTHOST_SUITE per run).
 DEBIAN = {"bookworm": "Debian 12", "trixie": "Debian 13"}[os.environ.get("TESTHOST_SUITE", "bookworm")]
+
 
 def on_host(host: str, argv: list[str], *, check: bool = True, **kwargs) -> str:
     interactive = ["-i"] if "input" in kwargs else []
