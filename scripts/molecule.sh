@@ -84,7 +84,8 @@ run_scenario() {
   local run="$1" start=$SECONDS log
   shift
   log="$(run_log "$run")"
-  if molecule_test "$run" "$@" 2>&1 | awk '{ print strftime("%H:%M:%S"), $0; fflush() }' >"$log"; then
+  # Unbuffered, so that each line gets the time it was written.
+  if PYTHONUNBUFFERED=1 molecule_test "$run" "$@" 2>&1 | awk '{ print strftime("%H:%M:%S"), $0; fflush() }' >"$log"; then
     log "$run passed in $((SECONDS - start)) s"
     touch "${log%.log}.passed"
   else
