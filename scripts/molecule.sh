@@ -19,7 +19,7 @@ FLOOR_SCENARIOS=(site)
 SUITELESS_SCENARIOS=(testhost)
 # With no scenario named, every scenario runs on the oldest suite and these on the others too
 # (RabbitMQ 4.0, Valkey, systemd 257's restarts), unless MOLECULE_MATRIX=full: every scenario on
-# every suite takes about 75 min on a 2-core machine, over `make test`'s hour.
+# every suite takes more than an hour on a 2-core machine (estimated from the runs' times).
 LATER_SUITE_SCENARIOS=(rabbitmq chaos-redis chaos-rabbitmq restart)
 
 requested=()
