@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    SUITE,
     current_slot,
     current_unit,
     main_pid,
@@ -33,7 +34,6 @@ from conftest import (
 
 BROKER_KIND = os.environ["CHAOS_BROKER"]  # redis, valkey or rabbitmq
 SPEAKS_REDIS = BROKER_KIND != "rabbitmq"
-SUITE = os.environ.get("TESTHOST_SUITE", "bookworm")
 PREFIX = f"rc-{os.environ['MOLECULE_SCENARIO_NAME']}"
 BROKER, WORKERS = f"{PREFIX}-broker", [f"{PREFIX}-worker1", f"{PREFIX}-worker2"]
 INSTANCE = "default"  # one per worker host; it restarts with the default strategy (handover)

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import (
-    REDIS_CONFIG_DIR,
     REDIS_SERVER,
     current_unit,
     fingerprint,
@@ -20,11 +19,10 @@ from conftest import (
     run_playbook,
     scenario_host,
 )
+from test_site import BEAT, BROKER, SITE_PATHS, WORKER1, WORKER2
 
-BROKER, WORKER1, WORKER2, BEAT = "rc-site-broker", "rc-site-worker1", "rc-site-worker2", "rc-site-beat"
 PLAYBOOKS = Path(__file__).parents[3] / "playbooks"
 EXAMPLE_GROUP_VARS = Path(__file__).parents[3] / "examples" / "inventory" / "group_vars"
-SITE_PATHS = f"/etc/celery /etc/systemd/system {REDIS_CONFIG_DIR} /opt/celery /opt/celery-beat /opt/celery-flower"
 WORKER_INSTANCES = [(WORKER1, "default"), (WORKER2, "default"), (WORKER2, "reports")]
 # The infra repo's name for each of the example inventory's groups.
 INFRA_GROUPS = {"broker": "message_bus", "workers": "app_servers", "beat": "scheduler", "flower": "monitoring"}
