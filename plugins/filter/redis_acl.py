@@ -8,6 +8,7 @@ import hashlib
 import re
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.reliable.celery.plugins.module_utils._versions import major_minor
 
 ADMIN_USER = "celery-broker-admin"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -107,7 +108,7 @@ def _check_user(user, index, variable):
 
 def _version(server_version):
     try:
-        return tuple(int(part) for part in str(server_version).split(".")[:2])
+        return major_minor(server_version)
     except ValueError:
         raise AnsibleFilterError(f"redis_acl: server_version must be MAJOR.MINOR, got {server_version!r}") from None
 
