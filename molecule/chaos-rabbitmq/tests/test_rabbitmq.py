@@ -1,5 +1,6 @@
 """The stack on RabbitMQ: consumer_timeout derived from the longest task, no guest, tasks complete,
-a task whose worker is SIGKILLed is redelivered at once, and no delivery limit drops a task."""
+a task whose worker is SIGKILLed is redelivered at once, and no delivery limit drops a task. Runs
+after the chaos suite (file order), on the fleet it leaves."""
 
 from __future__ import annotations
 
@@ -8,11 +9,22 @@ import re
 import shlex
 import time
 
-from conftest import call_task, journal, main_pid, send_tasks, starts_and_ends, task_events, wait_for
+import pytest
+from conftest import (
+    call_task,
+    current_node,
+    journal,
+    main_pid,
+    scenario_host,
+    send_tasks,
+    starts_and_ends,
+    task_events,
+    wait_for,
+)
+from test_chaos import BROKER, INSTANCE, WORKERS
 
-INSTANCES = ["default", "second"]
-# examples/inventory/group_vars: the longest task (300 s) + the default margin (60 s).
-EXPECTED_CONSUMER_TIMEOUT_MS = (300 + 0 + 60) * 1000
+# chaos-host-vars.yml: the longest task (30 s) + its margin (15 s).
+EXPECTED_CONSUMER_TIMEOUT_MS = (30 + 0 + 15) * 1000
 # A task whose worker dies is back on another consumer this fast (RabbitMQ requeues when the
 # connection drops, docs/delivery.md); Redis would wait for its visibility timeout (minutes).
 REDELIVERY_BOUND_SECONDS = 10
@@ -20,7 +32,7 @@ REDELIVERY_BOUND_SECONDS = 10
 AMQP_LOGIN = """
 import sys, amqp
 try:
-    amqp.Connection("127.0.0.1:5672", userid=sys.argv[1], password=sys.argv[2], virtual_host=sys.argv[3]).connect()
+    amqp.Connection(sys.argv[4], userid=sys.argv[1], password=sys.argv[2], virtual_host=sys.argv[3]).connect()
     print("accepted")
 except amqp.exceptions.AccessRefused:
     print("refused")
@@ -31,7 +43,7 @@ except amqp.exceptions.AccessRefused:
 QUORUM_RETURNS = """
 import sys, time, amqp
 RETURNS = 25
-conn = amqp.Connection("127.0.0.1:5672", userid="celery", password=sys.stdin.read(), virtual_host="celery")
+conn = amqp.Connection(sys.argv[1], userid="celery", password=sys.stdin.read(), virtual_host="celery")
 conn.connect()
 channel = conn.channel()
 queue = "rc-test-quorum"
@@ -54,54 +66,73 @@ channel.queue_delete(queue)
 print(returned, "kept" if kept else "dropped")
 """
 BROKER_PASSWORD = "Demo-Broker-Secret-4b1e93a7"  # noqa: S105 - examples/inventory's demo password
+# Where the workers reach the broker (the hosts share a network; examples/inventory's URLs).
+BROKER_ADDRESS = f"{BROKER}:5672"
 
 
-def test_consumer_timeout_is_derived_from_the_longest_task(host) -> None:
-    value = host.check_output("rabbitmqctl eval 'application:get_env(rabbit, consumer_timeout).'")
+@pytest.fixture(scope="module")
+def broker():
+    return scenario_host(BROKER)
+
+
+@pytest.fixture(scope="module")
+def workers() -> dict:
+    return {name: scenario_host(name) for name in WORKERS}
+
+
+def amqp_login(worker, user: str, password: str, vhost: str = "celery") -> str:
+    """Whether RabbitMQ accepts the login from a worker host, with the amqp library Celery uses."""
+    argv = ["/opt/celery/current/bin/python", "-c", AMQP_LOGIN, user, password, vhost, BROKER_ADDRESS]
+    return worker.check_output(shlex.join(argv))
+
+
+def test_consumer_timeout_is_derived_from_the_longest_task(broker) -> None:
+    value = broker.check_output("rabbitmqctl eval 'application:get_env(rabbit, consumer_timeout).'")
     assert value == f"{{ok,{EXPECTED_CONSUMER_TIMEOUT_MS}}}"
 
 
-def test_guest_cannot_log_in(host) -> None:
-    users = host.check_output("rabbitmqctl list_users --quiet --formatter json")
+def test_guest_cannot_log_in(broker, workers) -> None:
+    users = broker.check_output("rabbitmqctl list_users --quiet --formatter json")
     assert "guest" not in [user["user"] for user in json.loads(users)]
     for vhost in ("/", "celery"):
-        argv = ["/opt/celery/current/bin/python", "-c", AMQP_LOGIN, "guest", "guest", vhost]
-        login = host.check_output(shlex.join(argv))
-        assert login == "refused", vhost
+        assert amqp_login(workers[WORKERS[0]], "guest", "guest", vhost) == "refused", vhost
 
 
-def test_a_quorum_queue_never_drops_a_task_returned_many_times(host) -> None:
+def test_a_quorum_queue_never_drops_a_task_returned_many_times(workers) -> None:
     """RabbitMQ 4 would drop it after 20 returns (its default delivery-limit); the role sets none."""
-    command = f"printf %s {BROKER_PASSWORD} | /opt/celery/current/bin/python -c {shlex.quote(QUORUM_RETURNS)}"
-    assert host.check_output(command) == "25 kept"
+    program = shlex.join(["/opt/celery/current/bin/python", "-c", QUORUM_RETURNS, BROKER_ADDRESS])
+    assert workers[WORKERS[0]].check_output(f"printf %s {BROKER_PASSWORD} | {program}") == "25 kept"
 
 
-def test_tasks_complete_on_rabbitmq(host) -> None:
-    assert call_task(host, "example.add", [20, 22])["result"] == 42
-    nodes = {call_task(host, "example.whoami")["node"] for _ in range(6)}
-    assert nodes <= {f"{name}@rc-rabbitmq" for name in INSTANCES}
+def test_tasks_complete_on_rabbitmq(workers) -> None:
+    sender = workers[WORKERS[0]]
+    assert call_task(sender, "example.add", [20, 22])["result"] == 42
+    nodes = {call_task(sender, "example.whoami")["node"] for _ in range(6)}
+    assert nodes <= {current_node(worker, INSTANCE) for worker in workers.values()}
 
 
-def events_of(host, task_id: str) -> dict[str, list[dict]]:
-    return starts_and_ends([e for name in INSTANCES for e in task_events(host, name)], [task_id])[task_id]
+def events_of(workers: dict, task_id: str) -> dict[str, list[dict]]:
+    events = [event for worker in workers.values() for event in task_events(worker)]
+    return starts_and_ends(events, [task_id])[task_id]
 
 
-def test_a_task_whose_worker_is_sigkilled_is_redelivered_promptly(host) -> None:
-    [task_id] = send_tasks(host, [("example.sleep", [8], "celery")])
-    first_start = wait_for(lambda: events_of(host, task_id)["start"], 60, "the task to start")[0]
+def test_a_task_whose_worker_is_sigkilled_is_redelivered_promptly(workers) -> None:
+    [task_id] = send_tasks(workers[WORKERS[0]], [("example.sleep", [8], "celery")])
+    first_start = wait_for(lambda: events_of(workers, task_id)["start"], 60, "the task to start")[0]
+    host = workers[first_start["hostname"]]
     unit = unit_of(host, first_start["pid"])
     killed_pid = main_pid(host, unit)
     killed_at = time.time()
     host.check_output(f"kill -KILL {killed_pid}")
 
     def started_again() -> list[dict] | None:
-        starts = events_of(host, task_id)["start"]
+        starts = events_of(workers, task_id)["start"]
         return starts if len(starts) >= 2 else None
 
     starts = wait_for(started_again, 60, "the task to start again")
     redelivered_after = starts[1]["t"] - killed_at
     assert redelivered_after < REDELIVERY_BOUND_SECONDS, f"redelivered {redelivered_after:.1f} s after the SIGKILL"
-    ends = wait_for(lambda: events_of(host, task_id)["end"], 60, "the redelivered task to end")
+    ends = wait_for(lambda: events_of(workers, task_id)["end"], 60, "the redelivered task to end")
     assert [end["state"] for end in ends] == ["SUCCESS"], ends
     # systemd brings the killed worker back (Restart=always).
     wait_for(lambda: main_pid(host, unit) not in (0, killed_pid), 60, f"{unit} to be restarted")
