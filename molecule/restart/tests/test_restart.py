@@ -49,7 +49,7 @@ def wait_all_ended(host, task_ids: list[str], timeout: float) -> dict[str, dict[
         by_id = starts_and_ends(task_events(host), task_ids)
         return by_id if all(events["end"] for events in by_id.values()) else None
 
-    return wait_for(all_ended, timeout, f"{len(task_ids)} tasks to end", interval=0.5)
+    return wait_for(all_ended, timeout, f"{len(task_ids)} tasks to end")
 
 
 @pytest.fixture(autouse=True)
@@ -116,7 +116,7 @@ def test_handler_restart_under_load_loses_nothing_kills_nothing_runs_nothing_twi
             # start on the new worker at once, long before the long task ends.
             other_marker = next(f"/run/celery/worker-{INSTANCE}{suffix}/ready" for prefix, suffix in SLOTS
                                 if f"{prefix}{INSTANCE}.service" != old_unit)  # fmt: skip
-            wait_for(lambda: host.file(other_marker).exists, 180, "the other slot to be ready", interval=0.5)
+            wait_for(lambda: host.file(other_marker).exists, 180, "the other slot to be ready")
             late_ids = send_tasks(host, [("example.sleep", [0.2], "")] * 20)
         result = converge.result()
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
