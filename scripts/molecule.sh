@@ -19,8 +19,7 @@ FLOOR_SCENARIOS=(site)
 SUITELESS_SCENARIOS=(testhost)
 # With no scenario named, every scenario runs on the oldest suite and these on the others too
 # (RabbitMQ 4.0 and Valkey under faults), unless MOLECULE_MATRIX=full: every scenario on every
-# suite takes well over an hour on a 2-core machine (estimated from the runs' times), and `make
-# test` must stay within one.
+# suite does not fit `make test`'s hour on a 2-core machine (docs/testing.md has the figures).
 LATER_SUITE_SCENARIOS=(chaos-rabbitmq chaos-redis)
 
 requested=()
