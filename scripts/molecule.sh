@@ -28,7 +28,7 @@ while (($#)) && [[ "$1" != "--" ]]; do requested+=("$1"); shift; done
 if ((${#requested[@]} == 0)); then
   # Longest first, so that the short ones fill the gaps at the end.
   scenarios=()
-  for name in default site restart chaos-rabbitmq chaos-redis; do [[ -f "molecule/$name/molecule.yml" ]] && scenarios+=("$name"); done
+  for name in default site chaos-rabbitmq restart chaos-redis; do [[ -f "molecule/$name/molecule.yml" ]] && scenarios+=("$name"); done
   for file in molecule/*/molecule.yml; do
     name="$(basename "$(dirname "$file")")"
     [[ " ${scenarios[*]} " == *" $name "* ]] || scenarios+=("$name")
@@ -46,19 +46,21 @@ if ((${#requested[@]} == 0)); then
 fi
 ((${#requested[@]})) || die "no molecule scenarios found under molecule/"
 
-# The runs, as SCENARIO:SUITE (SUITELESS_SCENARIOS as SCENARIO:all), every scenario's first suite
-# before any second one.
+# The runs, as SCENARIO:SUITE (SUITELESS_SCENARIOS as SCENARIO:all), in the order requested, each
+# scenario's suites one after the other: the scheduler below starts the first pending run whose
+# scenario is not running, so a long scenario's second suite starts as soon as its first ends
+# instead of last.
 runs=()
-for suite in "${TESTHOST_SUITES[@]}"; do
-  for entry in "${requested[@]}"; do
-    scenario="${entry%%:*}"
-    [[ -f "molecule/$scenario/molecule.yml" ]] || die "no molecule scenario '$scenario' (molecule/*/molecule.yml)"
-    if [[ " ${SUITELESS_SCENARIOS[*]} " == *" $scenario "* ]]; then
-      [[ "$suite" == "${TESTHOST_SUITES[0]}" ]] && runs+=("$scenario:all")
-    elif [[ "$entry" != *:* || "${entry#*:}" == "$suite" ]]; then
-      runs+=("$scenario:$suite")
-    fi
-  done
+for entry in "${requested[@]}"; do
+  scenario="${entry%%:*}"
+  [[ -f "molecule/$scenario/molecule.yml" ]] || die "no molecule scenario '$scenario' (molecule/*/molecule.yml)"
+  if [[ " ${SUITELESS_SCENARIOS[*]} " == *" $scenario "* ]]; then
+    runs+=("$scenario:all")
+  elif [[ "$entry" == *:* ]]; then
+    runs+=("$entry")
+  else
+    for suite in "${TESTHOST_SUITES[@]}"; do runs+=("$scenario:$suite"); done
+  fi
 done
 for entry in "${requested[@]}"; do
   [[ "$entry" != *:* || " ${TESTHOST_SUITES[*]} " == *" ${entry#*:} "* ]] \
