@@ -1,0 +1,1 @@
+../../resources/chaos/test_chaos.py
