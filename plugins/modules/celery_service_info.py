@@ -1,0 +1,313 @@
+#!/usr/bin/python
+# Copyright: reliable.celery contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: celery_service_info
+short_description: Read, in one call, what the reliable.celery roles need to know about a host before they change it
+version_added: 0.1.0
+description:
+  - Reads the service's account, the directories it uses, the Python that builds its releases, its releases and
+    credentials on the host, and which of its units are installed. The C(celery_base) role calls it once per
+    service and run, instead of about twenty separate reads (C(getent), C(stat), C(find), C(ps)): each remote task
+    costs a Python start on the host, and a run that changes nothing is mostly such reads.
+  - Changes nothing. A path that does not exist is reported as missing, never created.
+author:
+  - reliable.celery maintainers (@reliable-celery)
+attributes:
+  check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
+    support: none
+  idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation
+      indicates no change.
+    support: full
+options:
+  python:
+    description:
+      - The Python that builds the releases; its version and machine are returned as RV(python).
+    type: path
+    required: true
+  python_variable:
+    description:
+      - The variable that set O(python), named when it cannot run.
+    type: str
+    default: python
+  user:
+    description:
+      - The service user, looked up as C(getent passwd) would.
+    type: str
+    required: true
+  group:
+    description:
+      - The service group, looked up as C(getent group) would.
+    type: str
+    required: true
+  paths:
+    description:
+      - Paths whose status is returned as RV(paths), without following a final symbolic link.
+    type: list
+    elements: path
+    default: []
+  releases_dir:
+    description:
+      - The directory of the virtualenv releases.
+    type: path
+    required: true
+  install_dir:
+    description:
+      - The directory above O(releases_dir), where a build directory C(.build-*) of an interrupted run may remain.
+    type: path
+    required: true
+  credentials_dir:
+    description:
+      - The directory of the service's credential files.
+    type: path
+    required: true
+  units:
+    description:
+      - Unit file names looked up in C(/etc/systemd/system).
+    type: list
+    elements: str
+    default: []
+"""
+
+EXAMPLES = r"""
+- name: Read the service's state on the host
+  reliable.celery.celery_service_info:
+    python: /usr/bin/python3
+    user: celery
+    group: celery
+    paths: [/var/lib/celery, /etc/celery]
+    releases_dir: /opt/celery/releases
+    install_dir: /opt/celery
+    credentials_dir: /etc/celery/credentials/worker
+    units: [celery-worker-a@.service]
+  register: service_host
+"""
+
+RETURN = r"""
+python:
+  description: The version and machine of O(python).
+  returned: success
+  type: dict
+  sample: {"version": "3.11.2", "machine": "x86_64"}
+user:
+  description: The fields of the user's C(getent passwd) entry after its name (password, uid, gid, gecos, home,
+    shell), or null when the user does not exist.
+  returned: success
+  type: list
+  elements: str
+group:
+  description: The fields of the group's C(getent group) entry after its name (password, gid, members), or null.
+  returned: success
+  type: list
+  elements: str
+login_defs:
+  description: The text of C(/etc/login.defs), empty when it is missing.
+  returned: success
+  type: str
+paths:
+  description: Per path of O(paths), whether it C(exists), whether it C(isdir), its C(owner) and C(group) names,
+    its C(mode) (octal) and whether its owner, group and others may enter it (C(xusr), C(xgrp), C(xoth)).
+  returned: success
+  type: dict
+releases:
+  description: The directories in O(releases_dir).
+  returned: success
+  type: list
+  elements: str
+release_markers:
+  description: The C(.release.json) file of each complete release, as C(path) and C(mtime).
+  returned: success
+  type: list
+  elements: dict
+stale_builds:
+  description: The build directories (C(.build-*)) in O(install_dir).
+  returned: success
+  type: list
+  elements: str
+old_requirements:
+  description: Copies of a requirements file (C(app-requirements.txt)) that earlier versions of the collection left in
+    releases, world-readable.
+  returned: success
+  type: list
+  elements: str
+processes:
+  description: The command line of every process, as C(ps -eo args) shows it.
+  returned: success
+  type: list
+  elements: str
+credentials:
+  description: The names of the files in O(credentials_dir).
+  returned: success
+  type: list
+  elements: str
+units_installed:
+  description: The names among O(units) that exist in C(/etc/systemd/system).
+  returned: success
+  type: list
+  elements: str
+"""
+
+import grp
+import json
+import os
+import pwd
+import stat
+
+from ansible.module_utils.basic import AnsibleModule
+
+PYTHON_PROBE = (
+    "import json, platform, sys; "
+    "print(json.dumps({'version': '%d.%d.%d' % sys.version_info[:3], 'machine': platform.machine()}))"
+)
+UNIT_DIR = "/etc/systemd/system"
+RELEASE_MARKER = ".release.json"
+OLD_REQUIREMENTS = "app-requirements.txt"
+
+
+def user_entry(name):
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    return [entry.pw_passwd, str(entry.pw_uid), str(entry.pw_gid), entry.pw_gecos, entry.pw_dir, entry.pw_shell]
+
+
+def group_entry(name):
+    try:
+        entry = grp.getgrnam(name)
+    except KeyError:
+        return None
+    return [entry.gr_passwd, str(entry.gr_gid), ",".join(entry.gr_mem)]
+
+
+def read_text(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return ""
+
+
+def _account_name(lookup, number):
+    try:
+        return lookup(number)[0]
+    except KeyError:
+        return str(number)
+
+
+def path_status(path):
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        return {"exists": False, "isdir": False}
+    mode = status.st_mode
+    return {
+        "exists": True,
+        "isdir": stat.S_ISDIR(mode),
+        "owner": _account_name(pwd.getpwuid, status.st_uid),
+        "group": _account_name(grp.getgrgid, status.st_gid),
+        "mode": "%04o" % stat.S_IMODE(mode),
+        "xusr": bool(mode & stat.S_IXUSR),
+        "xgrp": bool(mode & stat.S_IXGRP),
+        "xoth": bool(mode & stat.S_IXOTH),
+    }
+
+
+def entries(directory):
+    """The entries of DIRECTORY (not following links), sorted; none when it is missing."""
+    try:
+        with os.scandir(directory) as found:
+            return sorted(found, key=lambda entry: entry.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def releases_state(releases_dir, install_dir):
+    releases = [entry for entry in entries(releases_dir) if entry.is_dir(follow_symlinks=False)]
+    markers, old_requirements = [], []
+    for release in releases:
+        marker = os.path.join(release.path, RELEASE_MARKER)
+        if os.path.isfile(marker):
+            markers.append({"path": marker, "mtime": os.stat(marker).st_mtime})
+        requirements = os.path.join(release.path, OLD_REQUIREMENTS)
+        if os.path.isfile(requirements):
+            old_requirements.append(requirements)
+    stale_builds = [
+        entry.path
+        for entry in entries(install_dir)
+        if entry.name.startswith(".build-") and entry.is_dir(follow_symlinks=False)
+    ]
+    return {
+        "releases": [release.path for release in releases],
+        "release_markers": markers,
+        "stale_builds": stale_builds,
+        "old_requirements": old_requirements,
+    }
+
+
+def processes(proc="/proc"):
+    """Every process's command line, its arguments joined by spaces (kernel threads have none)."""
+    lines = []
+    for entry in entries(proc):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(os.path.join(entry.path, "cmdline"), "rb") as handle:
+                arguments = handle.read().rstrip(b"\0").split(b"\0")
+        except OSError:  # the process ended meanwhile
+            continue
+        line = b" ".join(arguments).decode("utf-8", "replace")
+        if line:
+            lines.append(line)
+    return lines
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "python": {"type": "path", "required": True},
+            "python_variable": {"type": "str", "default": "python"},
+            "user": {"type": "str", "required": True},
+            "group": {"type": "str", "required": True},
+            "paths": {"type": "list", "elements": "path", "default": []},
+            "releases_dir": {"type": "path", "required": True},
+            "install_dir": {"type": "path", "required": True},
+            "credentials_dir": {"type": "path", "required": True},
+            "units": {"type": "list", "elements": "str", "default": []},
+        },
+        supports_check_mode=True,
+    )
+    params = module.params
+    try:
+        rc, out, err = module.run_command([params["python"], "-c", PYTHON_PROBE], handle_exceptions=False)
+    except OSError as error:
+        rc, out, err = None, "", str(error)
+    if rc != 0:
+        message = "%s: %s cannot run on this host (rc %s): %s"
+        module.fail_json(msg=message % (params["python_variable"], params["python"], rc, err.strip()))
+    credentials = entries(params["credentials_dir"])
+    module.exit_json(
+        changed=False,
+        python=json.loads(out),
+        user=user_entry(params["user"]),
+        group=group_entry(params["group"]),
+        login_defs=read_text("/etc/login.defs"),
+        paths={path: path_status(path) for path in params["paths"]},
+        credentials=[entry.name for entry in credentials if entry.is_file(follow_symlinks=False)],
+        units_installed=[unit for unit in params["units"] if os.path.lexists(os.path.join(UNIT_DIR, unit))],
+        processes=processes(),
+        **releases_state(params["releases_dir"], params["install_dir"]),
+    )
+
+
+if __name__ == "__main__":
+    main()

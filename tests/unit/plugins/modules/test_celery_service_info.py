@@ -1,0 +1,120 @@
+"""The celery_service_info module, run through main() on directories under tmp_path."""
+
+from __future__ import annotations
+
+import getpass
+import grp
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.reliable.celery.plugins.modules import celery_service_info as info_module
+
+
+@pytest.fixture
+def module(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Callable[..., dict]:
+    """Run main() with these arguments over an install directory under tmp_path; its result."""
+
+    def run_main(**args: object) -> dict:
+        defaults = {
+            "python": sys.executable,
+            "user": "root",
+            "group": "root",
+            "releases_dir": str(tmp_path / "opt" / "releases"),
+            "install_dir": str(tmp_path / "opt"),
+            "credentials_dir": str(tmp_path / "credentials"),
+        }
+        with patch_module_args({**defaults, **args}), pytest.raises(SystemExit):
+            info_module.main()
+        return json.loads(capsys.readouterr().out)
+
+    return run_main
+
+
+def test_a_fresh_host_has_no_releases_credentials_or_paths(module: Callable[..., dict], tmp_path: Path) -> None:
+    result = module(paths=[str(tmp_path / "missing")])
+    assert result["changed"] is False
+    assert result["python"] == {
+        "version": "%d.%d.%d" % sys.version_info[:3],
+        "machine": os.uname().machine,
+    }
+    assert result["paths"] == {str(tmp_path / "missing"): {"exists": False, "isdir": False}}
+    for key in ("releases", "release_markers", "stale_builds", "old_requirements", "credentials", "units_installed"):
+        assert result[key] == [], key
+
+
+def test_accounts_are_getent_fields_or_none(module: Callable[..., dict]) -> None:
+    result = module(user=getpass.getuser(), group=grp.getgrgid(os.getgid()).gr_name)
+    assert result["user"][1:3] == [str(os.getuid()), str(os.getgid())]
+    assert len(result["user"]) == 6
+    assert result["group"][1] == str(os.getgid())
+    missing = module(user="no-such-user-rc", group="no-such-group-rc")
+    assert (missing["user"], missing["group"]) == (None, None)
+
+
+def test_releases_are_listed_with_the_markers_of_the_complete_ones(module: Callable[..., dict], tmp_path: Path) -> None:
+    releases = tmp_path / "opt" / "releases"
+    for name in ("complete", "partial", "legacy"):
+        (releases / name).mkdir(parents=True)
+    (releases / "complete" / ".release.json").write_text("{}")
+    (releases / "legacy" / ".release.json").write_text("{}")
+    (releases / "legacy" / "app-requirements.txt").write_text("--index-url https://token@index\n")
+    (releases / "a-file").write_text("")
+    (tmp_path / "opt" / ".build-partial").mkdir()
+    (tmp_path / "opt" / "current").symlink_to(releases / "complete")
+
+    result = module()
+    assert result["releases"] == [str(releases / name) for name in ("complete", "legacy", "partial")]
+    assert [marker["path"] for marker in result["release_markers"]] == [
+        str(releases / "complete" / ".release.json"),
+        str(releases / "legacy" / ".release.json"),
+    ]
+    assert all(isinstance(marker["mtime"], float) for marker in result["release_markers"])
+    assert result["stale_builds"] == [str(tmp_path / "opt" / ".build-partial")]
+    assert result["old_requirements"] == [str(releases / "legacy" / "app-requirements.txt")]
+
+
+def test_paths_are_not_followed_and_report_who_may_enter(module: Callable[..., dict], tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o751)
+    home.chmod(0o751)
+    (tmp_path / "link").symlink_to(home)
+    result = module(paths=[str(home), str(tmp_path / "link")])
+    found = result["paths"][str(home)]
+    assert (found["exists"], found["isdir"], found["mode"]) == (True, True, "0751")
+    assert (found["xusr"], found["xgrp"], found["xoth"]) == (True, True, True)
+    assert found["owner"] == getpass.getuser()
+    link = result["paths"][str(tmp_path / "link")]
+    assert (link["exists"], link["isdir"]) == (True, False)
+
+
+def test_credentials_and_installed_units_are_named(
+    module: Callable[..., dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "broker_url").write_text("secret")
+    (credentials / "a-directory").mkdir()
+    units = tmp_path / "systemd"
+    units.mkdir()
+    (units / "celery-worker-a@.service").write_text("")
+    monkeypatch.setattr(info_module, "UNIT_DIR", str(units))
+    result = module(units=["celery-worker-a@.service", "celery-worker-b@.service"])
+    assert result["credentials"] == ["broker_url"]
+    assert result["units_installed"] == ["celery-worker-a@.service"]
+
+
+def test_processes_are_command_lines(module: Callable[..., dict]) -> None:
+    result = module()
+    mine = " ".join(Path(f"/proc/{os.getpid()}/cmdline").read_bytes().rstrip(b"\0").decode().split("\0"))
+    assert mine in result["processes"]
+
+
+def test_a_python_that_cannot_run_fails_naming_the_variable(module: Callable[..., dict], tmp_path: Path) -> None:
+    result = module(python=str(tmp_path / "python3.99"), python_variable="celery_worker_python")
+    assert result["failed"] is True
+    assert result["msg"].startswith(f"celery_worker_python: {tmp_path / 'python3.99'} cannot run on this host")
