@@ -10,10 +10,11 @@ module: celery_service_info
 short_description: Read, in one call, what the reliable.celery roles need to know about a host before they change it
 version_added: 0.1.0
 description:
-  - Reads the service's account, the directories it uses, the Python that builds its releases, its releases and
-    credentials on the host, and which of its units are installed. The C(celery_base) role calls it once per
-    service and run, instead of about twenty separate reads (C(getent), C(stat), C(find), C(ps)): each remote task
-    costs a Python start on the host, and a run that changes nothing is mostly such reads.
+  - Reads the service's account, the directories and files it uses, the Python that builds its releases, its
+    releases and credentials on the host, and which packages it needs are missing. The C(celery_base) role calls it
+    once per service and run, instead of about twenty separate reads (C(getent), C(stat), C(find), C(ps)), and
+    skips writing a file that already has the wanted content, owner, group and mode; each remote task costs a Python
+    start on the host, and a run that changes nothing is mostly such reads and writes.
   - Changes nothing. A path that does not exist is reported as missing, never created.
 author:
   - reliable.celery maintainers (@reliable-celery)
@@ -51,7 +52,8 @@ options:
     required: true
   paths:
     description:
-      - Paths whose status is returned as RV(paths), without following a final symbolic link.
+      - Paths whose status is returned as RV(paths), without following a final symbolic link (directories the role
+        checks or creates, files it writes, links it points).
     type: list
     elements: path
     default: []
@@ -70,9 +72,9 @@ options:
       - The directory of the service's credential files.
     type: path
     required: true
-  units:
+  packages:
     description:
-      - Unit file names looked up in C(/etc/systemd/system).
+      - Debian packages the service needs; those not installed are returned as RV(packages_missing).
     type: list
     elements: str
     default: []
@@ -88,7 +90,7 @@ EXAMPLES = r"""
     releases_dir: /opt/celery/releases
     install_dir: /opt/celery
     credentials_dir: /etc/celery/credentials/worker
-    units: [celery-worker-a@.service]
+    packages: [python3-venv]
   register: service_host
 """
 
@@ -115,7 +117,8 @@ login_defs:
   type: str
 paths:
   description: Per path of O(paths), whether it C(exists), whether it C(isdir), its C(owner) and C(group) names,
-    its C(mode) (octal) and whether its owner, group and others may enter it (C(xusr), C(xgrp), C(xoth)).
+    its C(mode) (octal) and whether its owner, group and others may enter it (C(xusr), C(xgrp), C(xoth)); for a
+    regular file its C(checksum) (SHA-1, as C(ansible.builtin.stat) gives it), for a symbolic link its C(target).
   returned: success
   type: dict
 releases:
@@ -149,14 +152,15 @@ credentials:
   returned: success
   type: list
   elements: str
-units_installed:
-  description: The names among O(units) that exist in C(/etc/systemd/system).
+packages_missing:
+  description: The names among O(packages) that dpkg does not have installed.
   returned: success
   type: list
   elements: str
 """
 
 import grp
+import hashlib
 import json
 import os
 import pwd
@@ -168,7 +172,7 @@ PYTHON_PROBE = (
     "import json, platform, sys; "
     "print(json.dumps({'version': '%d.%d.%d' % sys.version_info[:3], 'machine': platform.machine()}))"
 )
-UNIT_DIR = "/etc/systemd/system"
+DPKG_STATUS = "/var/lib/dpkg/status"
 RELEASE_MARKER = ".release.json"
 OLD_REQUIREMENTS = "app-requirements.txt"
 
@@ -210,7 +214,7 @@ def path_status(path):
     except FileNotFoundError:
         return {"exists": False, "isdir": False}
     mode = status.st_mode
-    return {
+    found = {
         "exists": True,
         "isdir": stat.S_ISDIR(mode),
         "owner": _account_name(pwd.getpwuid, status.st_uid),
@@ -220,6 +224,30 @@ def path_status(path):
         "xgrp": bool(mode & stat.S_IXGRP),
         "xoth": bool(mode & stat.S_IXOTH),
     }
+    if stat.S_ISREG(mode):
+        found["checksum"] = file_checksum(path)
+    elif stat.S_ISLNK(mode):
+        found["target"] = os.readlink(path)
+    return found
+
+
+def file_checksum(path):
+    digest = hashlib.sha1()  # noqa: S324 - what ansible.builtin.stat and copy compare, not a security digest
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(65536), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def installed_packages():
+    """The packages dpkg's status file marks installed."""
+    installed, name = set(), None
+    for line in read_text(DPKG_STATUS).splitlines():
+        if line.startswith("Package: "):
+            name = line[len("Package: ") :].strip()
+        elif line.startswith("Status: ") and line.split()[-1] == "installed" and name:
+            installed.add(name)
+    return installed
 
 
 def entries(directory):
@@ -282,7 +310,7 @@ def main():
             "releases_dir": {"type": "path", "required": True},
             "install_dir": {"type": "path", "required": True},
             "credentials_dir": {"type": "path", "required": True},
-            "units": {"type": "list", "elements": "str", "default": []},
+            "packages": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )
@@ -303,7 +331,7 @@ def main():
         login_defs=read_text("/etc/login.defs"),
         paths={path: path_status(path) for path in params["paths"]},
         credentials=[entry.name for entry in credentials if entry.is_file(follow_symlinks=False)],
-        units_installed=[unit for unit in params["units"] if os.path.lexists(os.path.join(UNIT_DIR, unit))],
+        packages_missing=sorted(set(params["packages"]) - installed_packages()) if params["packages"] else [],
         processes=processes(),
         **releases_state(params["releases_dir"], params["install_dir"]),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import grp
+import hashlib
 import json
 import os
 import sys
@@ -43,7 +44,7 @@ def test_a_fresh_host_has_no_releases_credentials_or_paths(module: Callable[...,
         "machine": os.uname().machine,
     }
     assert result["paths"] == {str(tmp_path / "missing"): {"exists": False, "isdir": False}}
-    for key in ("releases", "release_markers", "stale_builds", "old_requirements", "credentials", "units_installed"):
+    for key in ("releases", "release_markers", "stale_builds", "old_requirements", "credentials", "packages_missing"):
         assert result[key] == [], key
 
 
@@ -92,20 +93,42 @@ def test_paths_are_not_followed_and_report_who_may_enter(module: Callable[..., d
     assert (link["exists"], link["isdir"]) == (True, False)
 
 
-def test_credentials_and_installed_units_are_named(
-    module: Callable[..., dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_credentials_are_named(module: Callable[..., dict], tmp_path: Path) -> None:
     credentials = tmp_path / "credentials"
     credentials.mkdir()
     (credentials / "broker_url").write_text("secret")
     (credentials / "a-directory").mkdir()
-    units = tmp_path / "systemd"
-    units.mkdir()
-    (units / "celery-worker-a@.service").write_text("")
-    monkeypatch.setattr(info_module, "UNIT_DIR", str(units))
-    result = module(units=["celery-worker-a@.service", "celery-worker-b@.service"])
-    assert result["credentials"] == ["broker_url"]
-    assert result["units_installed"] == ["celery-worker-a@.service"]
+    assert module()["credentials"] == ["broker_url"]
+
+
+def test_files_have_the_checksum_ansible_compares_and_links_their_target(
+    module: Callable[..., dict], tmp_path: Path
+) -> None:
+    settings = tmp_path / "worker-settings.json"
+    settings.write_text("{}\n")
+    settings.chmod(0o640)
+    (tmp_path / "current").symlink_to(tmp_path / "releases" / "abc")
+    result = module(paths=[str(settings), str(tmp_path / "current")])
+    found = result["paths"][str(settings)]
+    assert (found["checksum"], found["mode"]) == (hashlib.sha1(b"{}\n").hexdigest(), "0640")  # noqa: S324
+    assert result["paths"][str(tmp_path / "current")]["target"] == str(tmp_path / "releases" / "abc")
+
+
+def test_packages_dpkg_has_not_installed_are_missing(
+    module: Callable[..., dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    status = tmp_path / "status"
+    status.write_text(
+        "Package: python3-venv\nStatus: install ok installed\nVersion: 3.11.2-1+b1\n\n"
+        "Package: python3-pip\nStatus: deinstall ok config-files\n\n"
+        "Package: acl\nStatus: hold ok installed\n"
+    )
+    monkeypatch.setattr(info_module, "DPKG_STATUS", str(status))
+    assert module(packages=["python3-venv", "python3-pip", "acl", "python3-dev"])["packages_missing"] == [
+        "python3-dev",
+        "python3-pip",
+    ]
+    assert module()["packages_missing"] == []
 
 
 def test_processes_are_command_lines(module: Callable[..., dict]) -> None:
