@@ -46,10 +46,12 @@ REPO = Path(__file__).parents[3]
 # celery_worker role's restore sweep every 5 s. RabbitMQ requeues as soon as the connection drops.
 VISIBILITY_TIMEOUT, RESTORE_INTERVAL = 30 + 15, 5
 REDELIVERY_BOUND = VISIBILITY_TIMEOUT + RESTORE_INTERVAL + 15 if SPEAKS_REDIS else 15
-# Faults that may cut a running task short: its task then runs again (at-least-once delivery).
-# On AMQP a broker restart is one too: the connection drops, the broker requeues every unacked
-# message, and a running late-ack task can no longer be acked (docs/delivery.md).
-HARD_FAULTS = {"kill-main", "kill-child", "reboot"} | (set() if SPEAKS_REDIS else {"broker-restart"})
+# Faults that may cut a running task short or lose its ack: its task then runs again
+# (at-least-once delivery, docs/delivery.md). A broker restart is one: on AMQP the connection
+# drops, the broker requeues every unacked message, and a running late-ack task can no longer be
+# acked; on Redis the unacked messages survive the restart and only the ack of a task that ended
+# while the broker was down is lost (see struck()).
+HARD_FAULTS = {"kill-main", "kill-child", "reboot", "broker-restart"}
 # A pool process records a task's end before the main process acks it: a run that ended this
 # shortly before a fault struck may still have been unacked.
 ACK_SLACK_SECONDS = 1.0
@@ -205,6 +207,11 @@ def struck(fault: Fault, start: dict, end: dict | None) -> bool:
         return False
     if fault.kind == "kill-child" and fault.pid != start["pid"]:
         return False
+    if fault.kind == "broker-restart" and SPEAKS_REDIS:
+        # Only an ack sent while Redis was down is lost. The ack follows the end by up to
+        # ACK_SLACK_SECONDS, and the client reconnects shortly after Redis is back.
+        down_from, down_to = fault.struck_from - ACK_SLACK_SECONDS, fault.struck_to + ACK_SLACK_SECONDS
+        return end is not None and down_from <= end["t"] <= down_to
     return start["t"] <= fault.struck_to and (end is None or end["t"] >= fault.struck_from - ACK_SLACK_SECONDS)
 
 
