@@ -117,8 +117,9 @@ login_defs:
   type: str
 paths:
   description: Per path of O(paths), whether it C(exists), whether it C(isdir), its C(owner) and C(group) names,
-    its C(mode) (octal) and whether its owner, group and others may enter it (C(xusr), C(xgrp), C(xoth)); for a
-    regular file its C(checksum) (SHA-1, as C(ansible.builtin.stat) gives it), for a symbolic link its C(target).
+    its C(mode) (octal) and whether O(user) or O(group) may enter it through its owner, group or others'
+    execute bit (C(service_may_enter)); for a regular file its C(checksum) (SHA-1, as C(ansible.builtin.stat)
+    gives it), for a symbolic link its C(target).
   returned: success
   type: dict
 releases:
@@ -208,7 +209,7 @@ def _account_name(lookup, number):
         return str(number)
 
 
-def path_status(path):
+def path_status(path, user, group):
     try:
         status = os.lstat(path)
     except FileNotFoundError:
@@ -220,10 +221,12 @@ def path_status(path):
         "owner": _account_name(pwd.getpwuid, status.st_uid),
         "group": _account_name(grp.getgrgid, status.st_gid),
         "mode": "%04o" % stat.S_IMODE(mode),
-        "xusr": bool(mode & stat.S_IXUSR),
-        "xgrp": bool(mode & stat.S_IXGRP),
-        "xoth": bool(mode & stat.S_IXOTH),
     }
+    found["service_may_enter"] = bool(
+        (found["owner"] == user and mode & stat.S_IXUSR)
+        or (found["group"] == group and mode & stat.S_IXGRP)
+        or mode & stat.S_IXOTH
+    )
     if stat.S_ISREG(mode):
         found["checksum"] = file_checksum(path)
     elif stat.S_ISLNK(mode):
@@ -329,7 +332,7 @@ def main():
         user=user_entry(params["user"]),
         group=group_entry(params["group"]),
         login_defs=read_text("/etc/login.defs"),
-        paths={path: path_status(path) for path in params["paths"]},
+        paths={path: path_status(path, params["user"], params["group"]) for path in params["paths"]},
         credentials=[entry.name for entry in credentials if entry.is_file(follow_symlinks=False)],
         packages_missing=sorted(set(params["packages"]) - installed_packages()) if params["packages"] else [],
         processes=processes(),

@@ -79,18 +79,40 @@ def test_releases_are_listed_with_the_markers_of_the_complete_ones(module: Calla
     assert result["old_requirements"] == [str(releases / "legacy" / "app-requirements.txt")]
 
 
-def test_paths_are_not_followed_and_report_who_may_enter(module: Callable[..., dict], tmp_path: Path) -> None:
+def test_paths_are_not_followed(module: Callable[..., dict], tmp_path: Path) -> None:
     home = tmp_path / "home"
-    home.mkdir(mode=0o751)
+    home.mkdir()
     home.chmod(0o751)
     (tmp_path / "link").symlink_to(home)
     result = module(paths=[str(home), str(tmp_path / "link")])
     found = result["paths"][str(home)]
     assert (found["exists"], found["isdir"], found["mode"]) == (True, True, "0751")
-    assert (found["xusr"], found["xgrp"], found["xoth"]) == (True, True, True)
     assert found["owner"] == getpass.getuser()
     link = result["paths"][str(tmp_path / "link")]
     assert (link["exists"], link["isdir"]) == (True, False)
+
+
+@pytest.mark.parametrize(
+    ("mode", "service", "may_enter"),
+    [
+        (0o700, ("owner", "other"), True),
+        (0o700, ("other", "group"), False),
+        (0o710, ("other", "group"), True),
+        (0o710, ("other", "other"), False),
+        (0o601, ("other", "other"), True),
+        (0o600, ("owner", "group"), False),
+    ],
+)
+def test_whether_the_service_may_enter_follows_the_execute_bit_that_applies_to_it(
+    module: Callable[..., dict], tmp_path: Path, mode: int, service: tuple[str, str], may_enter: bool
+) -> None:
+    directory = tmp_path / "state"
+    directory.mkdir()
+    directory.chmod(mode)
+    names = {"owner": getpass.getuser(), "group": grp.getgrgid(os.getgid()).gr_name, "other": "no-such-account-rc"}
+    user, group = service
+    result = module(user=names[user], group=names[group], paths=[str(directory)])
+    assert result["paths"][str(directory)]["service_may_enter"] is may_enter
 
 
 def test_credentials_are_named(module: Callable[..., dict], tmp_path: Path) -> None:
