@@ -206,7 +206,7 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
         "|---|---|---|---|---|",
     ]
     bounds = {
-        "redis": "visibility timeout (30 + 15 s) + restore sweep (5 s)",
+        "redis": "seconds (the restarted worker puts back what it held: visibility leases)",
         "rabbitmq": "seconds (requeued when the connection drops)",
     }
     for result in results:

@@ -1,6 +1,7 @@
 # Copyright: reliable.celery maintainers
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The celery_requirement filter: the pip requirement for Celery with the extras a service needs;
+the kombu_requirement filter: the kombu minor that goes with it;
 the package_specs filter: pip requirement specifiers that reach pip as packages, never as options."""
 
 from __future__ import annotations
@@ -35,6 +36,13 @@ def celery_requirement(version, schemes=(), extras=(), pools=(), variable="celer
     return "celery%s==%s" % ("[%s]" % ",".join(sorted(wanted)) if wanted else "", version)
 
 
+def kombu_requirement(celery_version):
+    """``kombu==X.Y.*`` for Celery X.Y.Z: Celery and kombu release their minors together, and a Celery
+    requires only ``kombu>=X.Y``; the wrapper's visibility leases rely on one kombu minor's internals."""
+    major_minor = ".".join(str(celery_version).split(".")[:2])
+    return f"kombu=={major_minor}.*"
+
+
 # What pip would read differently in a requirements file (where the specifiers go, never argv):
 # an option, a comment, a line continuation, an environment variable, a second line.
 _SPEC_PROBLEMS = (
@@ -67,4 +75,8 @@ def package_specs(specs, variable="packages"):
 
 class FilterModule:
     def filters(self):
-        return {"celery_requirement": celery_requirement, "package_specs": package_specs}
+        return {
+            "celery_requirement": celery_requirement,
+            "kombu_requirement": kombu_requirement,
+            "package_specs": package_specs,
+        }

@@ -13,25 +13,35 @@ The units run ``celery -A reliable_celery_app worker|beat|flower``. This module:
 - writes ``$RUNTIME_DIRECTORY/start.json`` (its command line and the settings of the file) when it
   starts, from which celery_worker_restart can start this generation again if its successor
   cannot start (plugins/module_utils/_rollback.py);
-- writes ``$RUNTIME_DIRECTORY/ready`` (the pid, node name, time and the generation it started with,
-  ``RELIABLE_CELERY_GENERATION`` from its environment file) when the worker is ready to consume, and
-  sends ``READY=1`` to ``$NOTIFY_SOCKET`` when systemd provides one.
+- on Redis, when the settings ask for it (``reliable_celery_leases``), renews the visibility lease
+  of every message the worker holds and, at start, puts back those its predecessor held when it
+  died (reliable_celery_leases); when this kombu is not one leases were built for, it logs one
+  warning and uses the fallback visibility timeout the settings give (the longest task's);
+- writes ``$RUNTIME_DIRECTORY/ready`` (the pid, node name, time, the generation it started with,
+  ``RELIABLE_CELERY_GENERATION`` from its environment file, and whether leases are on) when the
+  worker is ready to consume, and sends ``READY=1`` to ``$NOTIFY_SOCKET`` when systemd provides one.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
-from celery import Celery
-from celery.signals import worker_ready
+import reliable_celery_leases
+from celery import Celery, bootsteps
+from celery.signals import task_received, worker_ready, worker_shutting_down
 
 CREDENTIAL_SETTINGS = ("broker_url", "result_backend")
+# The settings' entry for leases: {"fallback_visibility_timeout": SECONDS}; absent: no leases.
+LEASE_SETTING = "reliable_celery_leases"
+logger = logging.getLogger("reliable_celery")
 
 
 def _load_app():
@@ -64,8 +74,98 @@ def _record_start(settings):
         record.write_text(json.dumps({"argv": sys.orig_argv, "settings": settings}) + "\n")
 
 
+def _lease_mode(settings):
+    """ "on", "off" or "fallback: WHY"; in fallback the settings get the longest task's visibility timeout."""
+    lease = settings.pop(LEASE_SETTING, None)
+    if lease is None:
+        return "off"
+    problem = reliable_celery_leases.probe()
+    if problem is None:
+        return "on"
+    settings["broker_transport_options"]["visibility_timeout"] = lease["fallback_visibility_timeout"]
+    logger.warning(
+        "visibility leases are off (%s): the visibility timeout is the longest task's, %s s",
+        problem,
+        lease["fallback_visibility_timeout"],
+    )
+    return "fallback: " + problem
+
+
 app = _load_app()
-app.conf.update(_settings())
+_conf = _settings()
+LEASE_MODE = _lease_mode(_conf)
+app.conf.update(_conf)
+_leases = reliable_celery_leases.Leases(app.conf.broker_transport_options.get("visibility_timeout", 3600))
+
+
+class _LeaseStep(bootsteps.StartStopStep):
+    """Renews the worker's leases from its event loop; on the first start, puts back the messages its
+    predecessor held when it died, before anything is consumed (the event loop starts last)."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, c, **kwargs):
+        super().__init__(c, **kwargs)
+        _leases.node = c.hostname
+        self.timer_entry = None
+
+    def start(self, c):
+        channel = c.task_consumer.channel
+        if _leases.channel is None:
+            restored = _leases.restore_predecessor(channel)
+            if restored:
+                logger.warning(
+                    "put back %d message(s) this node held when its previous process ended: %s",
+                    len(restored),
+                    ", ".join(restored),
+                )
+        _leases.channel = channel
+        self.timer_entry = c.timer.call_repeatedly(_leases.interval, _renew)
+
+    def stop(self, c):
+        if self.timer_entry is not None:
+            self.timer_entry.cancel()
+            self.timer_entry = None
+
+    shutdown = stop
+
+
+def _renew():
+    try:
+        _leases.renew()
+    except Exception:  # the next renewal retries; the connection's own errors reach the consumer
+        logger.warning("renewing the visibility leases failed", exc_info=True)
+
+
+def _lease_received(sender=None, request=None, **_kwargs):
+    try:
+        _leases.received(request.message)
+    except Exception:
+        logger.warning("leasing %s failed", request.id, exc_info=True)
+
+
+def _renew_while_draining(**_kwargs):
+    """A warm shutdown closes the event loop first and then waits for the running tasks: a thread
+    renews their leases meanwhile (a new client from the channel's connection pool each time, as
+    kombu's own acks use), until the worker holds nothing more."""
+
+    def renew_until_done():
+        while True:
+            time.sleep(_leases.interval)
+            try:
+                if not _leases.renew():
+                    return
+            except Exception:
+                logger.warning("renewing the visibility leases of the draining tasks failed", exc_info=True)
+
+    if _leases.channel is not None:
+        threading.Thread(target=renew_until_done, name="reliable-celery-leases", daemon=True).start()
+
+
+if LEASE_MODE == "on":
+    app.steps["consumer"].add(_LeaseStep)
+    task_received.connect(_lease_received, weak=False)
+    worker_shutting_down.connect(_renew_while_draining, weak=False)
 
 
 def _notify_systemd(message: str) -> None:
@@ -91,6 +191,7 @@ def _announce_ready(sender=None, **_kwargs) -> None:
             "node": node,
             "ready_at": time.time(),
             "generation": os.environ.get("RELIABLE_CELERY_GENERATION"),
+            "leases": LEASE_MODE,
         }
         partial.write_text(json.dumps(record) + "\n")
         partial.replace(marker)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 from ansible.errors import AnsibleFilterError
-from ansible_collections.reliable.celery.plugins.filter.celery_requirement import celery_requirement
+from ansible_collections.reliable.celery.plugins.filter.celery_requirement import celery_requirement, kombu_requirement
 
 
 def test_redis_urls_and_gevent_pools_add_their_extras_once_sorted() -> None:
@@ -24,3 +24,10 @@ def test_only_exact_versions(version: object) -> None:
 def test_bad_extras_are_refused(extra: str) -> None:
     with pytest.raises(AnsibleFilterError, match="extras"):
         celery_requirement("5.7.0", extras=[extra])
+
+
+@pytest.mark.parametrize(
+    ("version", "pin"), [("5.7.0", "kombu==5.7.*"), ("5.7.2", "kombu==5.7.*"), ("5.6.1", "kombu==5.6.*")]
+)
+def test_kombu_is_pinned_to_celerys_minor(version: str, pin: str) -> None:
+    assert kombu_requirement(version) == pin

@@ -1,0 +1,160 @@
+"""Visibility leases for kombu's Redis transport, installed by reliable.celery beside the wrapper.
+
+kombu's Redis transport keeps every message a worker holds (running, reserved or waiting for its
+ETA) in the ``unacked`` hash, with the time it was delivered as its score in ``unacked_index``;
+any worker's sweep puts a message whose score is older than ``visibility_timeout`` back in its
+queue. So the visibility timeout had to outlast the longest task, and a crashed worker's
+messages came back only that long after the crash. With leases:
+
+- renewal: the worker rewrites the score of each message it holds (``ZADD XX``: never re-adds one
+  acked or restored meanwhile) every quarter of the visibility timeout, from a timer on its own
+  event loop, the thread that owns the connection (during a warm shutdown, which closes the event
+  loop before the running tasks end, from a thread of the wrapper). The visibility timeout becomes the time a
+  *dead* worker's messages stay invisible, not the longest task;
+- a record per node: the same transaction stores which tags the node holds and the score it
+  wrote for each (``reliable-celery.leases.NODE``);
+- restore on restart: a worker that starts finds its node's record (left by a predecessor that
+  did not shut down cleanly: a clean shutdown leaves no tag it still holds) and puts back each
+  message whose score is still the one its predecessor wrote. Another worker that received the
+  message since would have written another score; and when a unit's main process dies, systemd
+  SIGKILLs what is left of its cgroup and starts it again only once the cgroup is empty, so no
+  process of the predecessor can still run such a message.
+
+Everything here uses kombu's private attributes: ``probe`` checks them, and the wrapper falls
+back to a visibility timeout that outlasts the longest task when they differ.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import time
+
+import kombu
+
+logger = logging.getLogger("reliable_celery.leases")
+
+RECORD_KEY = "reliable-celery.leases.%s"
+RENEWALS_PER_TIMEOUT = 4
+# kombu minors whose Redis transport was read and tested with this module.
+KOMBU_MINORS = ("5.7",)
+# (object path, attribute) pairs this module uses.
+REQUIRED = (
+    ("kombu.transport.redis.Channel", "_do_restore_message"),
+    ("kombu.transport.redis.Channel", "conn_or_acquire"),
+    ("kombu.transport.redis.Channel", "unacked_key"),
+    ("kombu.transport.redis.Channel", "unacked_index_key"),
+    ("kombu.transport.redis.Channel", "visibility_timeout"),
+    ("kombu.transport.redis.QoS", "restore_visible"),
+)
+
+
+def probe() -> str | None:
+    """None when this kombu is one leases were built for, else why not (one line)."""
+    minor = ".".join(kombu.__version__.split(".")[:2])
+    if minor not in KOMBU_MINORS:
+        return f"kombu {kombu.__version__} is not one of {', '.join(KOMBU_MINORS)}.x"
+    for path, attribute in REQUIRED:
+        module_name, _, class_name = path.rpartition(".")
+        try:
+            owner = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as error:
+            return f"{path} is missing ({error})"
+        if not hasattr(owner, attribute):
+            return f"{path}.{attribute} is missing"
+    return None
+
+
+def _member(tag: str, score: float) -> str:
+    return json.dumps([tag, score])
+
+
+class Leases:
+    """The leases of one worker node: what it holds, renewed from its event loop."""
+
+    def __init__(self, visibility_timeout: float, clock=time.time) -> None:
+        self.visibility_timeout = float(visibility_timeout)
+        self.clock = clock
+        self.node = None  # the worker's node name, known once its consumer exists
+        self.held: dict[str, object] = {}  # delivery tag -> kombu message
+        self.channel = None
+
+    @property
+    def record_key(self) -> str:
+        return RECORD_KEY % self.node
+
+    @property
+    def interval(self) -> float:
+        return self.visibility_timeout / RENEWALS_PER_TIMEOUT
+
+    def _write(self, pipe, channel, tags, score, replace) -> None:
+        pipe.zadd(channel.unacked_index_key, dict.fromkeys(tags, score), xx=True)
+        if replace:
+            pipe.delete(self.record_key)
+        if tags:
+            pipe.sadd(self.record_key, *(_member(tag, score) for tag in tags))
+        pipe.pexpire(self.record_key, int(self.visibility_timeout * 1000))
+
+    def received(self, message) -> None:
+        """A message the worker now holds: lease and record it at once."""
+        tag = message.delivery_tag
+        self.held[tag] = message
+        channel = message.channel
+        with channel.conn_or_acquire() as client:
+            pipe = client.pipeline()
+            self._write(pipe, channel, [tag], self.clock(), replace=False)
+            pipe.execute()
+
+    def renew(self) -> int:
+        """Renew the lease of every message still held; the record holds exactly those. Returns how many."""
+        for tag in [tag for tag, message in self.held.items() if message.acknowledged]:
+            del self.held[tag]
+        channel = self.channel
+        if channel is None:
+            return 0
+        tags = list(self.held)
+        with channel.conn_or_acquire() as client:
+            pipe = client.pipeline()
+            if tags:
+                self._write(pipe, channel, tags, self.clock(), replace=True)
+            else:
+                pipe.delete(self.record_key)
+            pipe.execute()
+        return len(tags)
+
+    def restore_predecessor(self, channel) -> list[str]:
+        """Put back in their queues the messages this node's record names whose lease is still the
+        one recorded (nobody received them since). Returns their tags."""
+        restored = []
+        with channel.conn_or_acquire() as client:
+            members = client.smembers(self.record_key)
+            for member in members:
+                tag, score = json.loads(member)
+                if self._restore_if_unchanged(client, channel, tag, score):
+                    restored.append(tag)
+            client.delete(self.record_key)
+        return restored
+
+    @staticmethod
+    def _restore_if_unchanged(client, channel, tag, score) -> bool:
+        index, unacked = channel.unacked_index_key, channel.unacked_key
+
+        def transaction(pipe):
+            # ZRANGE, not ZSCORE: kombu's global_keyprefix client prefixes the one, not the other.
+            if tag not in {_text(member) for member in pipe.zrange(index, score, score, byscore=True)}:
+                return False
+            payload = pipe.hget(unacked, tag)
+            pipe.multi()
+            pipe.zrem(index, tag)
+            pipe.hdel(unacked, tag)
+            if payload:
+                body, exchange, routing_key = json.loads(payload)
+                channel._do_restore_message(body, exchange, routing_key, pipe, leftmost=True)
+            return True
+
+        return client.transaction(transaction, index, unacked, value_from_callable=True)
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value

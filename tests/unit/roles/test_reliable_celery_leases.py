@@ -1,0 +1,197 @@
+"""The lease logic of the wrapper (roles/celery_base/files/reliable_celery_leases.py) against an
+in-memory stand-in for the Redis commands it sends; molecule's chaos-redis scenario runs it for real."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import kombu
+import pytest
+from kombu.transport import redis as redis_transport
+
+sys.path.insert(0, str(Path(__file__).parents[3] / "roles" / "celery_base" / "files"))
+import reliable_celery_leases as leases
+
+INDEX, UNACKED = "unacked_index", "unacked"
+
+
+class FakeRedis:
+    """The keys: sorted sets and sets as dicts/sets; lists of restored messages per queue."""
+
+    def __init__(self) -> None:
+        self.zsets: dict[str, dict[str, float]] = {INDEX: {}}
+        self.hashes: dict[str, dict[str, str]] = {UNACKED: {}}
+        self.sets: dict[str, set[str]] = {}
+        self.expiry: dict[str, int] = {}
+        self.queued = False
+
+    # a pipeline runs each command at once: the tests need no MULTI semantics
+    def pipeline(self):
+        return self
+
+    def execute(self) -> list:
+        return []
+
+    def multi(self) -> None:
+        self.queued = True
+
+    def transaction(self, func, *watches, value_from_callable=False):
+        value = func(self)
+        return value if value_from_callable else []
+
+    def zadd(self, key, mapping, xx=False):
+        zset = self.zsets.setdefault(key, {})
+        for member, score in mapping.items():
+            if not xx or member in zset:
+                zset[member] = score
+
+    def zrange(self, key, low, high, byscore=False):
+        assert byscore
+        return [member.encode() for member, score in self.zsets.get(key, {}).items() if low <= score <= high]
+
+    def zrem(self, key, member):
+        self.zsets.get(key, {}).pop(member, None)
+
+    def hget(self, key, field):
+        return self.hashes.get(key, {}).get(field)
+
+    def hdel(self, key, field):
+        self.hashes.get(key, {}).pop(field, None)
+
+    def sadd(self, key, *members):
+        self.sets.setdefault(key, set()).update(members)
+
+    def smembers(self, key):
+        return {member.encode() for member in self.sets.get(key, set())}
+
+    def delete(self, key):
+        self.sets.pop(key, None)
+
+    def pexpire(self, key, milliseconds):
+        self.expiry[key] = milliseconds
+
+
+class FakeChannel:
+    unacked_index_key, unacked_key = INDEX, UNACKED
+
+    def __init__(self, redis: FakeRedis) -> None:
+        self.redis = redis
+        self.restored: list[tuple[str, bool]] = []
+
+    def conn_or_acquire(self):
+        redis = self.redis
+
+        class Context:
+            def __enter__(self):
+                return redis
+
+            def __exit__(self, *_exc):
+                return False
+
+        return Context()
+
+    def _do_restore_message(self, body, exchange, routing_key, pipe, leftmost=False):
+        self.restored.append((body["id"], leftmost))
+
+
+class FakeMessage:
+    def __init__(self, channel: FakeChannel, tag: str) -> None:
+        self.channel, self.delivery_tag, self.acknowledged = channel, tag, False
+        # What kombu's QoS.append wrote when the message was delivered.
+        channel.redis.zsets[INDEX][tag] = 1.0
+        channel.redis.hashes[UNACKED][tag] = json.dumps([{"id": tag}, "celery", "celery"])
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def setup():
+    redis = FakeRedis()
+    channel = FakeChannel(redis)
+    clock = Clock()
+    node = leases.Leases(40, clock=clock)
+    node.node, node.channel = "default@host", channel
+    return redis, channel, clock, node
+
+
+def record(redis: FakeRedis) -> dict[str, float]:
+    return dict(json.loads(member) for member in redis.sets.get(leases.RECORD_KEY % "default@host", set()))
+
+
+def test_a_received_message_is_leased_and_recorded_at_once(setup) -> None:
+    redis, channel, _clock, node = setup
+    node.received(FakeMessage(channel, "t1"))
+    assert redis.zsets[INDEX]["t1"] == 100.0
+    assert record(redis) == {"t1": 100.0}
+    assert redis.expiry[leases.RECORD_KEY % "default@host"] == 40_000
+    assert node.interval == 10
+
+
+def test_renewal_moves_every_held_lease_and_forgets_acked_messages(setup) -> None:
+    redis, channel, clock, node = setup
+    first, second = FakeMessage(channel, "t1"), FakeMessage(channel, "t2")
+    node.received(first)
+    node.received(second)
+    first.acknowledged = True
+    del redis.zsets[INDEX]["t1"]  # kombu's ack
+    clock.now = 110.0
+    assert node.renew() == 1
+    assert redis.zsets[INDEX] == {"t2": 110.0}, "renewal re-added an acked message"
+    assert record(redis) == {"t2": 110.0}
+
+
+def test_renewal_never_re_adds_a_message_restored_meanwhile(setup) -> None:
+    redis, channel, clock, node = setup
+    node.received(FakeMessage(channel, "t1"))
+    del redis.zsets[INDEX]["t1"]  # another worker's sweep put it back in its queue
+    clock.now = 110.0
+    node.renew()
+    assert "t1" not in redis.zsets[INDEX]
+
+
+def test_a_new_process_puts_back_what_its_predecessor_held(setup) -> None:
+    redis, channel, _clock, node = setup
+    node.received(FakeMessage(channel, "t1"))
+    node.received(FakeMessage(channel, "t2"))
+    successor = leases.Leases(40)
+    successor.node = "default@host"
+    assert sorted(successor.restore_predecessor(channel)) == ["t1", "t2"]
+    assert sorted(channel.restored) == [("t1", True), ("t2", True)]
+    assert redis.zsets[INDEX] == {}
+    assert redis.hashes[UNACKED] == {}
+    assert record(redis) == {}
+
+
+def test_a_message_another_worker_received_since_is_left_alone(setup) -> None:
+    redis, channel, _clock, node = setup
+    node.received(FakeMessage(channel, "t1"))
+    node.received(FakeMessage(channel, "t2"))
+    redis.zsets[INDEX]["t1"] = 150.0  # restored after the lease ran out, and received by another worker
+    del redis.zsets[INDEX]["t2"], redis.hashes[UNACKED]["t2"]  # acked before the crash
+    successor = leases.Leases(40)
+    successor.node = "default@host"
+    assert successor.restore_predecessor(channel) == []
+    assert channel.restored == []
+    assert redis.zsets[INDEX] == {"t1": 150.0}
+
+
+def test_the_kombu_of_this_collection_is_one_leases_were_built_for() -> None:
+    assert leases.probe() is None
+
+
+def test_another_kombu_minor_turns_leases_off(monkeypatch) -> None:
+    monkeypatch.setattr(kombu, "__version__", "5.8.0")
+    assert leases.probe() == "kombu 5.8.0 is not one of 5.7.x"
+
+
+def test_a_missing_internal_turns_leases_off(monkeypatch) -> None:
+    monkeypatch.delattr(redis_transport.Channel, "_do_restore_message")
+    assert leases.probe() == "kombu.transport.redis.Channel._do_restore_message is missing"
