@@ -199,13 +199,16 @@ def current_node(host, instance: str) -> str:
 SEND_TASKS = """
 import json, sys
 from reliable_celery_app import app
-ids = [app.send_task(name, args=args, queue=queue or None).id for name, args, queue in json.loads(sys.argv[1])]
+ids = []
+for name, args, queue, *options in json.loads(sys.argv[1]):
+    ids.append(app.send_task(name, args=args, queue=queue or None, **(options[0] if options else {})).id)
 print(json.dumps(ids))
 """
 
 
-def send_tasks(host, tasks: list[tuple[str, list, str]]) -> list[str]:
-    """Send (name, args, queue) tasks without waiting for them; return their ids in order."""
+def send_tasks(host, tasks: list[tuple]) -> list[str]:
+    """Send (name, args, queue[, options]) tasks without waiting for them; return their ids in order.
+    OPTIONS are send_task's, such as {"countdown": 30}."""
     argv = ["/opt/celery/current/bin/python", "-c", SEND_TASKS, json.dumps(tasks)]
     result = host.run(in_worker_environment("default", argv))
     assert result.rc == 0, result.stderr

@@ -51,10 +51,18 @@ CASES = {
         {"celery_worker_broker_url": "redis://:Broker/Secret-7f3a@127.0.0.1:6379/0"},
         "must be percent-encoded",
     ),
-    "visibility timeout below the longest task": (
-        {"celery_worker_settings": {"broker_transport_options": {"visibility_timeout": 60}}},
-        "visibility_timeout must be at least",
+    "visibility timeout below the longest task without leases": (
+        {
+            "celery_worker_redis_leases": False,
+            "celery_worker_settings": {"broker_transport_options": {"visibility_timeout": 60}},
+        },
+        "visibility_timeout must be at least celery_worker_max_task_seconds",
     ),
+    "visibility timeout below the shortest lease": (
+        {"celery_worker_settings": {"broker_transport_options": {"visibility_timeout": 5}}},
+        "visibility_timeout must be at least 10 s with celery_worker_redis_leases",
+    ),
+    "lease below ten seconds": ({"celery_worker_redis_lease_seconds": 5}, "celery_worker_redis_lease_seconds must be"),
     "late acks without reject on worker lost": (
         {"celery_worker_settings": {"task_reject_on_worker_lost": False}},
         "task_acks_late and task_reject_on_worker_lost must stay true",

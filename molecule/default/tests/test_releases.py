@@ -120,7 +120,15 @@ def test_credentials_in_install_inputs_never_reach_output_argv_or_readable_files
     assert left == [], f"files still hold an install token after the build: {left}"
     assert host.run(f"ls -d {INSTALL_DIR}/.build-*").rc != 0, "the build directory was left behind"
     manifest = json.loads(host.file(f"{release}/.release.json").content_string)
-    assert set(manifest) == {"python", "celery", "packages_sha256", "requirements_sha256", "wheels", "wrapper_sha256"}
+    assert set(manifest) == {
+        "python",
+        "celery",
+        "kombu",
+        "packages_sha256",
+        "requirements_sha256",
+        "wheels",
+        "wrapper_sha256",
+    }
     # The app came from the token URL: the release runs 2.0.0.
     show_version = "import importlib.metadata as m; print(m.version('reliable-celery-example'))"
     assert host.check_output(f'{release}/bin/python -c "{show_version}"') == "2.0.0"

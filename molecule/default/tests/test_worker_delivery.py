@@ -11,8 +11,9 @@ from conftest import call_task, celery, current_node, current_unit, in_worker_en
 # (instance, app pattern): "default" runs the Django-pattern app (config_from_object), "reports"
 # the app that sets its own settings with conf.update; both set the unsafe values on purpose.
 INSTANCES = ["default", "reports"]
-# celery_worker_max_task_seconds 240 + max ETA 0 + margin 60
-VISIBILITY_TIMEOUT = 300
+# The broker's: celery_worker_redis_lease_seconds (leases on); the result backend's:
+# celery_worker_max_task_seconds 240 + max ETA 0 + margin 60.
+LEASE_SECONDS, VISIBILITY_TIMEOUT = 60, 300
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +37,12 @@ def test_running_worker_reports_the_reliable_delivery_settings(host, hostname: s
     assert conf["broker_connection_retry_on_startup"] is True
     assert conf["worker_cancel_long_running_tasks_on_connection_loss"] is False
     assert conf["broker_transport_options"] == {
-        "visibility_timeout": VISIBILITY_TIMEOUT,
+        "visibility_timeout": LEASE_SECONDS,
         "unacked_restore_interval": 5,
         "unacked_restore_throttle": 1,
     }
     assert conf["result_backend_transport_options"] == {"visibility_timeout": VISIBILITY_TIMEOUT}
+    assert "reliable_celery_leases" not in conf, "the wrapper's own entry reached Celery's settings"
 
 
 @pytest.mark.parametrize(("instance", "queue"), [("default", "celery"), ("reports", "reports")])

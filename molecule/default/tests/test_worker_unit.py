@@ -25,7 +25,7 @@ def test_unit_properties(host, instance: str) -> None:
         # celery_worker_max_task_seconds 240 + the default 60 s margin
         "TimeoutStopUSec": "5min",
         "Restart": "always",
-        "RestartUSec": "5s",
+        "RestartUSec": "1s",
         "User": "celery",
         "Group": "celery",
         "NoNewPrivileges": "yes",

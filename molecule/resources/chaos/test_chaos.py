@@ -42,10 +42,11 @@ ROUNDS = int(os.environ.get("CHAOS_ROUNDS", "1"))
 SEED = int(os.environ.get("CHAOS_SEED", str(int(time.time()))))
 REPO = Path(__file__).parents[3]
 
-# chaos-host-vars.yml: the longest task 30 s + margin 15 s = the Redis visibility timeout, and the
-# celery_worker role's restore sweep every 5 s. RabbitMQ requeues as soon as the connection drops.
-VISIBILITY_TIMEOUT, RESTORE_INTERVAL = 30 + 15, 5
-REDELIVERY_BOUND = VISIBILITY_TIMEOUT + RESTORE_INTERVAL + 15 if SPEAKS_REDIS else 15
+# chaos-host-vars.yml: the longest task 30 s + margin 15 s = RabbitMQ's consumer timeout. A killed
+# worker's tasks come back when it starts again: RabbitMQ requeues them as soon as the connection
+# drops, on Redis the new process puts back what its predecessor held (visibility leases).
+LONGEST_TASK_TIMEOUT = 30 + 15
+REDELIVERY_BOUND = 20
 # Faults that may cut a running task short or lose its ack: its task then runs again
 # (at-least-once delivery, docs/delivery.md). A broker restart is one: on AMQP the connection
 # drops, the broker requeues every unacked message, and a running late-ack task can no longer be
@@ -136,6 +137,10 @@ class Fleet:
         """A reboot: systemd shuts the host down (workers drain within their stop timeout) and boots it."""
         subprocess.run(["docker", "restart", "--time", "120", name], check=True, capture_output=True, timeout=300)
         fault.struck_to = time.time()
+        self.wait_booted(name)
+
+    def wait_booted(self, name: str) -> None:
+        """Wait until the host has booted and its worker is ready."""
         wait_for(
             lambda: self.workers[name].run("systemctl is-system-running").stdout.strip() in ("running", "degraded"),
             120,

@@ -1,0 +1,132 @@
+"""Visibility leases on Redis (docs/delivery.md#visibility-leases-redis): tasks and ETAs that outlast
+the visibility timeout run once, a SIGKILLed worker's task starts again within seconds on its own
+host, and a lost host's task within the visibility timeout on another. The chaos hosts' lease is
+LEASE seconds (molecule/resources/chaos/chaos-host-vars.yml), their longest task 30 s."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+from conftest import current_slot, journal, main_pid, record_figures, send_tasks, task_events, wait_for
+from test_chaos import INSTANCE, WORKERS, Fleet, task_runs
+
+LEASE = 10  # celery_worker_redis_lease_seconds
+RESTORE_INTERVAL = 5  # celery_worker_redis_restore_interval_seconds
+# How long after a fault a test waits for the task's next start (the figures go to REPORT.txt).
+RESTART_BOUND = 20
+HOST_LOSS_BOUND = LEASE + RESTORE_INTERVAL + 15
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Fleet:
+    return Fleet()
+
+
+def runs(fleet: Fleet, task_id: str, on: list[str] = WORKERS) -> list[tuple[dict, dict | None]]:
+    """The task's runs recorded on the worker hosts ON."""
+    return task_runs([event for name in on for event in task_events(fleet.workers[name]) if event["id"] == task_id])
+
+
+def succeeded(fleet: Fleet, task_ids: list[str]) -> bool:
+    ended = {e["id"] for e in fleet.events() if e["event"] == "end" and e["state"] == "SUCCESS"}
+    return ended.issuperset(task_ids)
+
+
+def next_start_after(fleet: Fleet, task_id: str, moment: float, on: list[str] = WORKERS) -> dict | None:
+    return next((start for start, _end in runs(fleet, task_id, on) if start["t"] > moment), None)
+
+
+def consuming_only_on(fleet: Fleet, name: str):
+    """Stop the other worker host's slot (a warm shutdown) so that the next task runs on NAME; the
+    caller starts it again."""
+    other = next(worker for worker in WORKERS if worker != name)
+    unit, _marker = current_slot(fleet.workers[other], INSTANCE)
+    fleet.workers[other].check_output(f"systemctl stop {unit}")
+    return other, unit
+
+
+def started_on(fleet: Fleet, task_id: str, name: str) -> dict:
+    hostname = fleet.workers[name].check_output("hostname")
+    return wait_for(
+        lambda: next((s for s, _e in runs(fleet, task_id) if s["hostname"] == hostname), None),
+        60,
+        f"{task_id} to start",
+    )
+
+
+def test_every_worker_runs_with_leases(fleet: Fleet) -> None:
+    for name, host in fleet.workers.items():
+        _unit, marker = current_slot(host, INSTANCE)
+        assert json.loads(host.check_output(f"cat {marker}"))["leases"] == "on", name
+
+
+def test_a_task_four_times_longer_than_the_visibility_timeout_runs_once(fleet: Fleet) -> None:
+    [task_id] = send_tasks(fleet.workers[WORKERS[0]], [("example.sleep", [4 * LEASE], "")])
+    wait_for(lambda: succeeded(fleet, [task_id]), 4 * LEASE + 120, "the long task to succeed", interval=2)
+    # Without leases its message would have been restored and started again LEASE + 5 s after it started.
+    assert len(runs(fleet, task_id)) == 1, runs(fleet, task_id)
+
+
+def test_eta_tasks_held_three_times_the_visibility_timeout_run_once(fleet: Fleet) -> None:
+    sent = time.time()
+    task_ids = send_tasks(
+        fleet.workers[WORKERS[0]], [("example.add", [n, n], "", {"countdown": 3 * LEASE}) for n in range(50)]
+    )
+    wait_for(lambda: succeeded(fleet, task_ids), 3 * LEASE + 120, "the ETA tasks to succeed", interval=2)
+    for task_id in task_ids:
+        task_runs_ = runs(fleet, task_id)
+        assert len(task_runs_) == 1, task_runs_
+        assert task_runs_[0][0]["t"] >= sent + 3 * LEASE - 1, "an ETA task started before its ETA"
+
+
+def test_a_killed_worker_runs_its_task_again_on_its_host_within_seconds(fleet: Fleet) -> None:
+    name = WORKERS[0]
+    host = fleet.workers[name]
+    other, other_unit = consuming_only_on(fleet, name)
+    try:
+        [task_id] = send_tasks(host, [("example.sleep", [3 * LEASE], "")])
+        first = started_on(fleet, task_id, name)
+        unit, _marker = current_slot(host, INSTANCE)
+        killed_at = float(host.check_output(f"kill -KILL {main_pid(host, unit)} && date +%s.%N"))
+        again = wait_for(lambda: next_start_after(fleet, task_id, killed_at), 120, "the task's next start")
+        seconds = again["t"] - killed_at
+        record_figures("REPORT", f"leases: a SIGKILLed worker's task started again {seconds:.1f} s later on its host")
+        assert again["hostname"] == first["hostname"], again
+        assert again["pid"] != first["pid"], again
+        assert seconds <= RESTART_BOUND, f"started again {seconds:.1f} s after the SIGKILL\n{journal(host, unit)}"
+        assert "put back 1 message(s)" in journal(host, unit, 200), journal(host, unit, 200)
+        wait_for(lambda: succeeded(fleet, [task_id]), 3 * LEASE + 60, "the task to succeed", interval=2)
+    finally:
+        fleet.workers[other].check_output(f"systemctl start {other_unit}")
+        fleet.wait_worker_ready(other)
+
+
+def test_a_lost_hosts_task_runs_on_another_host_within_the_visibility_timeout(fleet: Fleet) -> None:
+    lost, survivor = WORKERS
+    other, other_unit = consuming_only_on(fleet, lost)
+    [task_id] = send_tasks(fleet.workers[lost], [("example.sleep", [3 * LEASE], "")])
+    try:
+        started_on(fleet, task_id, lost)
+        fleet.workers[other].check_output(f"systemctl start {other_unit}")
+        fleet.wait_worker_ready(other)
+        # The host is gone at once, as at a power loss: nothing of it shuts down.
+        subprocess.run(["docker", "kill", lost], check=True, capture_output=True, timeout=60)
+        lost_at = time.time()
+        again = wait_for(
+            lambda: next_start_after(fleet, task_id, lost_at, on=[survivor]), 120, "the task's start on another host"
+        )
+        seconds = again["t"] - lost_at
+        record_figures("REPORT", f"leases: a lost host's task started on another host {seconds:.1f} s later")
+        assert again["hostname"] == fleet.workers[survivor].check_output("hostname"), again
+        assert seconds <= HOST_LOSS_BOUND, f"started again {seconds:.1f} s after the host was lost"
+    finally:
+        subprocess.run(["docker", "start", lost], check=True, capture_output=True, timeout=120)
+        fleet.wait_booted(lost)
+    # The host came back while the survivor still ran the task: the lost host's record names it, with
+    # the lease the lost host wrote, so its worker leaves it alone.
+    wait_for(lambda: succeeded(fleet, [task_id]), 3 * LEASE + 60, "the task to succeed", interval=2)
+    time.sleep(RESTORE_INTERVAL + 2)
+    assert len(runs(fleet, task_id)) == 2, runs(fleet, task_id)
