@@ -44,9 +44,10 @@ REPO = Path(__file__).parents[3]
 
 # chaos-host-vars.yml: the longest task 30 s + margin 15 s = RabbitMQ's consumer timeout. A killed
 # worker's tasks come back when it starts again: RabbitMQ requeues them as soon as the connection
-# drops, on Redis the new process puts back what its predecessor held (visibility leases).
+# drops, on Redis the new process puts back what its predecessor held (visibility leases), after
+# systemd's RestartSec and the worker's start-up.
 LONGEST_TASK_TIMEOUT = 30 + 15
-REDELIVERY_BOUND = 20
+REDELIVERY_BOUND = 20 if SPEAKS_REDIS else 15
 # Faults that may cut a running task short or lose its ack: its task then runs again
 # (at-least-once delivery, docs/delivery.md). A broker restart is one: on AMQP the connection
 # drops, the broker requeues every unacked message, and a running late-ack task can no longer be
