@@ -12,7 +12,9 @@ messages came back only that long after the crash. With leases:
   loop before the running tasks end, from a thread of the wrapper). The visibility timeout becomes the time a
   *dead* worker's messages stay invisible, not the longest task;
 - a record per node: the same transaction stores which tags the node holds and the score it
-  wrote for each (``reliable-celery.leases.NODE``);
+  wrote for each (``reliable-celery.leases.NODE``; no expiry: Redis replays a transaction's
+  PEXPIRE from its append-only file as PEXPIREAT, which the broker's ACL for workers does not
+  grant, and a worker that holds nothing deletes its record);
 - restore on restart: a worker that starts finds its node's record (left by a predecessor that
   did not shut down cleanly: a clean shutdown leaves no tag it still holds) and puts back each
   message whose score is still the one its predecessor wrote. Another worker that received the
@@ -94,7 +96,6 @@ class Leases:
             pipe.delete(self.record_key)
         if tags:
             pipe.sadd(self.record_key, *(_member(tag, score) for tag in tags))
-        pipe.pexpire(self.record_key, int(self.visibility_timeout * 1000))
 
     def received(self, message) -> None:
         """A message the worker now holds: lease and record it at once."""

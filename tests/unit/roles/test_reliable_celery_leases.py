@@ -24,7 +24,6 @@ class FakeRedis:
         self.zsets: dict[str, dict[str, float]] = {INDEX: {}}
         self.hashes: dict[str, dict[str, str]] = {UNACKED: {}}
         self.sets: dict[str, set[str]] = {}
-        self.expiry: dict[str, int] = {}
         self.queued = False
 
     # a pipeline runs each command at once: the tests need no MULTI semantics
@@ -68,9 +67,6 @@ class FakeRedis:
 
     def delete(self, key):
         self.sets.pop(key, None)
-
-    def pexpire(self, key, milliseconds):
-        self.expiry[key] = milliseconds
 
 
 class FakeChannel:
@@ -131,7 +127,6 @@ def test_a_received_message_is_leased_and_recorded_at_once(setup) -> None:
     node.received(FakeMessage(channel, "t1"))
     assert redis.zsets[INDEX]["t1"] == 100.0
     assert record(redis) == {"t1": 100.0}
-    assert redis.expiry[leases.RECORD_KEY % "default@host"] == 40_000
     assert node.interval == 10
 
 
