@@ -43,6 +43,24 @@ def delivery_timeouts(max_task_seconds, max_eta_seconds=0, margin_seconds=60, pr
     }
 
 
+# The shortest lease: a worker renews every quarter of it (reliable_celery_leases).
+MIN_LEASE_SECONDS = 10
+
+
+def redis_visibility_timeout(timeouts, leases, lease_seconds, prefix="celery_worker"):
+    """The Redis broker's visibility timeout, and the least celery_worker_settings may set it to.
+
+    With LEASES, the lease (LEASE_SECONDS, at least MIN_LEASE_SECONDS): the worker renews what it
+    holds. Without, the span of TIMEOUTS (delivery_timeouts): a shorter one re-delivers a task that
+    is still running. LEASE_SECONDS is checked either way, naming ``PREFIX_redis_lease_seconds``.
+    """
+    lease = whole_number(lease_seconds, f"{prefix}_redis_lease_seconds", minimum=MIN_LEASE_SECONDS)
+    if leases:
+        return {"visibility_timeout_seconds": lease, "minimum_seconds": MIN_LEASE_SECONDS}
+    span = timeouts["visibility_timeout_seconds"]
+    return {"visibility_timeout_seconds": span, "minimum_seconds": span}
+
+
 # The roles' defaults (defaults/main.yml of celery_worker and celery_broker).
 DEFAULTS = {"max_task_seconds": 600, "max_eta_seconds": 0, "timeout_margin_seconds": 60}
 
@@ -71,5 +89,6 @@ class FilterModule:
         return {
             "delivery_timeouts": delivery_timeouts,
             "host_delivery_timeouts": host_delivery_timeouts,
+            "redis_visibility_timeout": redis_visibility_timeout,
             "whole_number": whole_number,
         }

@@ -9,8 +9,8 @@ messages came back only that long after the crash. With leases:
 - renewal: the worker rewrites the score of each message it holds (``ZADD XX``: never re-adds one
   acked or restored meanwhile) every quarter of the visibility timeout, from a timer on its own
   event loop, the thread that owns the connection (during a warm shutdown, which closes the event
-  loop before the running tasks end, from a thread of the wrapper). The visibility timeout becomes the time a
-  *dead* worker's messages stay invisible, not the longest task;
+  loop before the running tasks end, from a thread of the wrapper). The visibility timeout becomes
+  the time a *dead* worker's messages stay invisible, not the longest task;
 - a record per node: the same transaction stores which tags the node holds and the score it
   wrote for each (``reliable-celery.leases.NODE``; no expiry: Redis replays a transaction's
   PEXPIRE from its append-only file as PEXPIREAT, which the broker's ACL for workers does not
@@ -41,7 +41,7 @@ RECORD_KEY = "reliable-celery.leases.%s"
 RENEWALS_PER_TIMEOUT = 4
 # kombu minors whose Redis transport was read and tested with this module.
 KOMBU_MINORS = ("5.7",)
-# (object path, attribute) pairs this module uses.
+# (object path, attribute) pairs this module calls, or whose behaviour it relies on (the sweep).
 REQUIRED = (
     ("kombu.transport.redis.Channel", "_do_restore_message"),
     ("kombu.transport.redis.Channel", "conn_or_acquire"),

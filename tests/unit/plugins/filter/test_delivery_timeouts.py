@@ -9,6 +9,7 @@ from ansible_collections.reliable.celery.plugins.filter.delivery_timeouts import
     DEFAULTS,
     delivery_timeouts,
     host_delivery_timeouts,
+    redis_visibility_timeout,
     whole_number,
 )
 
@@ -71,3 +72,19 @@ def test_whole_number_refuses_anything_else_naming_the_variable(value: object) -
 def test_whole_number_has_a_minimum() -> None:
     with pytest.raises(AnsibleFilterError, match=r"celery_worker_ready_timeout_seconds must be a whole number >= 1"):
         whole_number("0", "celery_worker_ready_timeout_seconds", 1)
+
+
+def test_with_leases_the_visibility_timeout_is_the_lease_and_at_least_ten_seconds() -> None:
+    timeouts = delivery_timeouts(240, 0, 60)
+    assert redis_visibility_timeout(timeouts, True, "60") == {"visibility_timeout_seconds": 60, "minimum_seconds": 10}
+
+
+def test_without_leases_the_visibility_timeout_outlasts_the_longest_task() -> None:
+    timeouts = delivery_timeouts(240, 0, 60)
+    assert redis_visibility_timeout(timeouts, False, 60) == {"visibility_timeout_seconds": 300, "minimum_seconds": 300}
+
+
+@pytest.mark.parametrize("leases", [True, False])
+def test_a_lease_below_ten_seconds_is_refused_naming_the_variable(leases: bool) -> None:
+    with pytest.raises(AnsibleFilterError, match="celery_worker_redis_lease_seconds must be a whole number >= 10"):
+        redis_visibility_timeout(delivery_timeouts(240), leases, 5)
