@@ -17,11 +17,6 @@ cd "$REPO_ROOT"
 
 FLOOR_SCENARIOS=(site)
 SUITELESS_SCENARIOS=(testhost)
-# With no scenario named, every scenario runs on the oldest suite and these on the others too,
-# unless MOLECULE_MATRIX=full: every scenario on every suite (default as well) took 61 min for
-# `make test` on a 2-core machine, just over its hour (docs/testing.md has the figures).
-LATER_SUITE_SCENARIOS=(site chaos-rabbitmq restart chaos-redis)
-
 requested=()
 while (($#)) && [[ "$1" != "--" ]]; do requested+=("$1"); shift; done
 [[ "${1:-}" == "--" ]] && shift
@@ -33,16 +28,7 @@ if ((${#requested[@]} == 0)); then
     name="$(basename "$(dirname "$file")")"
     [[ " ${scenarios[*]} " == *" $name "* ]] || scenarios+=("$name")
   done
-  for name in "${scenarios[@]}"; do
-    if [[ "${MOLECULE_MATRIX:-}" == full || " ${SUITELESS_SCENARIOS[*]} " == *" $name "* ]]; then
-      requested+=("$name")
-      continue
-    fi
-    requested+=("$name:${TESTHOST_SUITES[0]}")
-    if [[ " ${LATER_SUITE_SCENARIOS[*]} " == *" $name "* ]]; then
-      for suite in "${TESTHOST_SUITES[@]:1}"; do requested+=("$name:$suite"); done
-    fi
-  done
+  requested=("${scenarios[@]}")
 fi
 ((${#requested[@]})) || die "no molecule scenarios found under molecule/"
 
