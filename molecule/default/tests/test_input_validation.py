@@ -63,6 +63,14 @@ CASES = {
         "visibility_timeout must be at least 10 s with celery_worker_redis_leases",
     ),
     "lease below ten seconds": ({"celery_worker_redis_lease_seconds": 5}, "celery_worker_redis_lease_seconds must be"),
+    "unfinished runs not a number": (
+        {"celery_worker_max_unfinished_runs": "three"},
+        "celery_worker_max_unfinished_runs must be a whole number >= 0",
+    ),
+    "dead-letter queue consumed": (
+        {"celery_worker_dead_letter_queue": "celery"},
+        "celery_worker_dead_letter_queue must be a queue name that no instance",
+    ),
     "late acks without reject on worker lost": (
         {"celery_worker_settings": {"task_reject_on_worker_lost": False}},
         "task_acks_late and task_reject_on_worker_lost must stay true",

@@ -17,6 +17,9 @@ The units run ``celery -A reliable_celery_app worker|beat|flower``. This module:
   of every message the worker holds and, at start, puts back those its predecessor held when it
   died (reliable_celery_leases); when this kombu is not one leases were built for, it logs one
   warning and uses the fallback visibility timeout the settings give (the longest task's);
+- when the settings ask for it (``reliable_celery_poison``), counts the unfinished runs of each task
+  that comes back to the worker and moves one that reached the limit to the dead-letter queue
+  (reliable_celery_poison);
 - writes ``$RUNTIME_DIRECTORY/ready`` (the pid, node name, time, the generation it started with,
   ``RELIABLE_CELERY_GENERATION`` from its environment file, and whether leases are on) when the
   worker is ready to consume, and sends ``READY=1`` to ``$NOTIFY_SOCKET`` when systemd provides one.
@@ -35,12 +38,15 @@ import time
 from pathlib import Path
 
 import reliable_celery_leases
+import reliable_celery_poison
 from celery import Celery, bootsteps
 from celery.signals import task_received, worker_ready, worker_shutting_down
 
 CREDENTIAL_SETTINGS = ("broker_url", "result_backend")
 # The settings' entry for leases: {"fallback_visibility_timeout": SECONDS}; absent: no leases.
 LEASE_SETTING = "reliable_celery_leases"
+# The settings' entry for poison containment: {"max_unfinished_runs": N, "dead_letter_queue": NAME}.
+POISON_SETTING = "reliable_celery_poison"
 logger = logging.getLogger("reliable_celery")
 
 
@@ -94,6 +100,7 @@ def _lease_mode(settings):
 app = _load_app()
 _conf = _settings()
 LEASE_MODE = _lease_mode(_conf)
+POISON = _conf.pop(POISON_SETTING, None)
 app.conf.update(_conf)
 _leases = reliable_celery_leases.Leases(app.conf.broker_transport_options.get("visibility_timeout", 3600))
 
@@ -166,6 +173,36 @@ if LEASE_MODE == "on":
     app.steps["consumer"].add(_LeaseStep)
     task_received.connect(_lease_received, weak=False)
     worker_shutting_down.connect(_renew_while_draining, weak=False)
+
+
+class _PoisonStep(bootsteps.StartStopStep):
+    """Lets poison containment see each task message before Celery does: wraps the consumer's
+    strategies, which the Tasks step builds anew at each (re)start of the consumer."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, c):
+        _containment.node = c.hostname
+        for name, strategy in list(c.strategies.items()):
+            c.strategies[name] = _contained(strategy)
+
+
+def _contained(strategy):
+    def handle(message, *args, **kwargs):
+        try:
+            taken = _containment.take(message)
+        except Exception:  # the task then runs as Celery would run it
+            logger.warning("poison containment failed for message %s", message.delivery_tag, exc_info=True)
+            taken = False
+        if not taken:
+            return strategy(message, *args, **kwargs)
+
+    return handle
+
+
+if POISON is not None:
+    _containment = reliable_celery_poison.Containment(app, POISON["max_unfinished_runs"], POISON["dead_letter_queue"])
+    app.steps["consumer"].add(_PoisonStep)
 
 
 def _notify_systemd(message: str) -> None:

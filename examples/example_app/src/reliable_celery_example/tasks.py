@@ -6,6 +6,7 @@ import hashlib
 import importlib
 import json
 import os
+import signal
 import socket
 import time
 
@@ -58,6 +59,12 @@ def sleep(self, seconds: float) -> dict[str, object]:
 def fail(message: str = "example failure") -> None:
     """A task that always fails."""
     raise RuntimeError(message)
+
+
+@shared_task(name="example.crash")
+def crash(what: str) -> None:
+    """A poison task: SIGKILLs its pool process (``pool``) or its whole worker (``worker``)."""
+    os.kill(os.getppid() if what == "worker" else os.getpid(), signal.SIGKILL)
 
 
 @shared_task(bind=True, name="example.whoami")

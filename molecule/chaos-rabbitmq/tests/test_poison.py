@@ -1,0 +1,1 @@
+../../resources/chaos/test_poison.py

@@ -1,0 +1,146 @@
+"""Poison containment (roles/celery_base/files/reliable_celery_poison.py) with a real Celery app on
+kombu's in-memory transport; molecule's chaos scenarios run it on both brokers."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from celery import Celery
+from kombu import Queue
+
+sys.path.insert(0, str(Path(__file__).parents[3] / "roles" / "celery_base" / "files"))
+import reliable_celery_poison as poison
+
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
+DEAD = "reliable-celery.dead-letter"
+
+
+@pytest.fixture(scope="module")
+def app():
+    app = Celery("poison-test", broker="memory://", backend="cache+memory://", set_as_current=False)
+
+    @app.task(name="example.crash")
+    def crash():
+        return None
+
+    return app
+
+
+@pytest.fixture(autouse=True)
+def empty_queues(app):
+    """The memory transport's queues live as long as the process: empty those a test used."""
+    yield
+    with app.connection_for_write() as connection:
+        for name in ("celery", DEAD):
+            Queue(name, routing_key=name)(connection.default_channel).declare()
+            connection.default_channel.queue_purge(name)
+
+
+def send(app, eta=None, **options):
+    return app.send_task("example.crash", eta=eta, **options)
+
+
+def receive(app, queue="celery"):
+    """The next message of the queue, as a worker holds it (unacked)."""
+    connection = app.connection_for_write()
+    bound = Queue(queue, routing_key=queue)(connection.default_channel)
+    bound.declare()
+    message = bound.get(no_ack=False)
+    assert message is not None, f"no message in {queue}"
+    return message
+
+
+def returned(message):
+    """The message as the broker hands it back after its holder died."""
+    message.delivery_info["redelivered"] = True
+    return message
+
+
+def test_a_first_delivery_or_a_returned_message_whose_eta_is_ahead_is_not_counted(app):
+    send(app)
+    assert poison.unfinished_runs(receive(app), NOW) is None
+
+    send(app, eta=datetime.now(timezone.utc) + timedelta(hours=1))
+    assert poison.unfinished_runs(returned(receive(app)), datetime.now(timezone.utc)) is None
+
+
+def test_a_returned_message_counts_the_run_it_comes_back_from(app):
+    send(app, eta=datetime.now(timezone.utc) - timedelta(seconds=1))
+    message = returned(receive(app))
+    assert poison.unfinished_runs(message, datetime.now(timezone.utc)) == 1
+    message.headers[poison.RUNS_HEADER] = 2
+    assert poison.unfinished_runs(message, datetime.now(timezone.utc)) == 3
+
+
+def test_below_the_limit_a_copy_with_the_count_is_sent_where_the_message_went_and_the_message_acked(app):
+    result = send(app, headers={"trace": "kept"})
+    containment = poison.Containment(app, 3, DEAD)
+    message = returned(receive(app))
+    message.headers["redelivered"] = True  # as kombu's Redis transport marks a restored message
+    assert containment.take(message) is True
+    assert message.acknowledged
+
+    copy = receive(app)
+    assert copy.headers["id"] == result.id
+    assert copy.headers[poison.RUNS_HEADER] == 1
+    assert copy.headers["trace"] == "kept"
+    assert "redelivered" not in copy.headers
+    assert copy.body == message.body
+    assert copy.properties["correlation_id"] == result.id
+    assert not copy.delivery_info.get("redelivered")
+    assert containment.take(copy) is False  # a fresh copy is the worker's to run
+
+
+def test_at_the_limit_the_task_ends_failure_in_the_dead_letter_queue_and_replays(app, capsys):
+    result = send(app)
+    containment = poison.Containment(app, 3, DEAD, clock=lambda: 1234.5)
+    containment.node = "default@host"
+    message = returned(receive(app))
+    message.headers[poison.RUNS_HEADER] = 2
+    assert containment.take(message) is True
+    assert message.acknowledged
+    assert result.state == "FAILURE"
+    assert "ended unfinished 3 time(s)" in str(result.result)
+
+    letters = poison.list_dead_letters(app, DEAD)
+    assert letters == [
+        {
+            "id": result.id,
+            "task": "example.crash",
+            "unfinished_runs": 3,
+            "origin": ["", "celery"],
+            "dead_lettered_at": 1234.5,
+            "node": "default@host",
+        }
+    ]
+    assert poison.list_dead_letters(app, DEAD) == letters  # listing leaves them there
+
+    other = send(app)
+    other_message = returned(receive(app))
+    other_message.headers[poison.RUNS_HEADER] = 5
+    containment.take(other_message)
+    assert [letter["id"] for letter in poison.replay(app, DEAD, {result.id})] == [result.id]
+    assert [letter["id"] for letter in poison.list_dead_letters(app, DEAD)] == [other.id]
+
+    replayed = receive(app)
+    assert replayed.headers["id"] == result.id
+    assert not {poison.RUNS_HEADER, poison.ORIGIN_HEADER, poison.DEAD_LETTERED_HEADER} & set(replayed.headers)
+    assert containment.take(replayed) is False
+
+
+def test_a_message_published_to_a_named_exchange_goes_back_to_it(app):
+    send(app, exchange="celery", routing_key="celery")
+    message = returned(receive(app))
+    assert message.delivery_info["exchange"] == "celery"
+    poison.Containment(app, 3, DEAD).take(message)
+    assert receive(app).headers[poison.RUNS_HEADER] == 1
+
+
+def test_replay_needs_task_ids_or_all():
+    with pytest.raises(SystemExit):
+        poison.main(["replay"])
+    with pytest.raises(SystemExit):
+        poison.main(["replay", "--all", "an-id"])
