@@ -48,12 +48,16 @@ def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: fl
 # --- Running Ansible from a test (a converge with other variables, check mode, bad input) ---
 
 
-def run_playbook(playbook: Path, *options: str, extra_vars: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `playbook` against the scenario's hosts; molecule's environment reaches the verifier."""
+def run_playbook(
+    playbook: Path, *options: str, extra_vars: dict | None = None, json_output: bool = False
+) -> subprocess.CompletedProcess:
+    """Run `playbook` against the scenario's hosts; molecule's environment reaches the verifier.
+    With JSON_OUTPUT, stdout is the json callback's document (ansible.posix.json)."""
     command = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(playbook), *options]
     if extra_vars is not None:
         command += ["-e", json.dumps(extra_vars)]
-    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=1200)
+    environment = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"} if json_output else None
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=1200, env=environment)
 
 
 def recap(result: subprocess.CompletedProcess, host_name: str) -> dict[str, int]:

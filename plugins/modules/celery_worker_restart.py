@@ -234,6 +234,13 @@ rolled_back:
   returned: always
   type: bool
   sample: false
+leases:
+  description: With O(readiness=marker), the visibility-lease mode the ready process runs, from its readiness
+    marker (C(on), C(off), or C(fallback) with the reason, which the module also warns about); null when it was
+    not read.
+  returned: always
+  type: str
+  sample: "on"
 stale:
   description: With O(state=started) and O(generation), whether the running worker runs another generation than
     O(generation) (the module leaves it running; the caller restarts it).
@@ -367,6 +374,7 @@ class WorkerRestart:
             ready_seconds=0.0,
             generation=None,
             stale=False,
+            leases=None,
             rolled_back=False,
         )
 
@@ -811,7 +819,11 @@ class WorkerRestart:
         path = self.marker_path(state)
 
         def marker_names(pid):
-            return read_marker(path).get("pid") == pid
+            record = read_marker(path)
+            if record.get("pid") != pid:
+                return False
+            self.result["leases"] = record.get("leases")
+            return True
 
         return marker_names
 
@@ -887,6 +899,11 @@ def main():
         result = restart.run()
     except RestartFailed as error:
         module.fail_json(msg=str(error), **restart.result)
+    if str(result["leases"]).startswith("fallback"):
+        module.warn(
+            "%s runs without visibility leases (%s): its visibility timeout is the longest task's"
+            " (docs/delivery.md#visibility-leases-redis)" % (result["unit"], result["leases"])
+        )
     module.exit_json(**result)
 
 

@@ -42,10 +42,17 @@ def starts(fleet: Fleet, task_id: str) -> int:
 
 def dead_letters(**extra_vars) -> list[dict]:
     """What playbooks/dead_letters.yml prints: the dead letters listed, or those sent back."""
-    result = run_playbook(REPO / "playbooks" / "dead_letters.yml", extra_vars=extra_vars or None)
+    result = run_playbook(REPO / "playbooks" / "dead_letters.yml", extra_vars=extra_vars or None, json_output=True)
     assert result.returncode == 0, result.stdout[-4000:]
-    shown = result.stdout[result.stdout.index('"msg": ') + len('"msg": ') :]
-    return json.JSONDecoder().raw_decode(shown)[0]
+    [shown] = [
+        outcome["msg"]
+        for play in json.loads(result.stdout)["plays"]
+        for task in play["tasks"]
+        if task["task"]["name"].endswith("Show the dead letters (listed or sent back)")
+        for outcome in task["hosts"].values()
+        if "msg" in outcome
+    ]
+    return shown
 
 
 def assert_contained(fleet: Fleet, outcome: dict) -> None:

@@ -63,8 +63,10 @@ def fail(message: str = "example failure") -> None:
 
 @shared_task(name="example.crash")
 def crash(what: str) -> None:
-    """A poison task: SIGKILLs its pool process (``pool``) or its whole worker (``worker``)."""
+    """A poison task: SIGKILLs its pool process (``pool``) or its whole worker (``worker``, whose
+    death systemd answers by killing the pool processes: this one waits for it)."""
     os.kill(os.getppid() if what == "worker" else os.getpid(), signal.SIGKILL)
+    time.sleep(60)
 
 
 @shared_task(bind=True, name="example.whoami")

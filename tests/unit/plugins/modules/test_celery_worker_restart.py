@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common import warnings as module_warnings
 from ansible.module_utils.testing import patch_module_args
 from ansible_collections.reliable.celery.plugins.modules import celery_worker_restart as restart_module
 
@@ -44,6 +45,7 @@ class FakeHost:
         # started with.
         self.files_generation = "g1"
         self.generation_of: dict[int, str] = {}
+        self.leases = "on"  # what a new process writes into its readiness marker
         # What the app check (systemd-run python -c ...) answers: rc, stdout, stderr.
         self.app_check = (0, "", "")
         self.credential_files: dict[str, str] = {}
@@ -180,7 +182,12 @@ class FakeSystemd:
             self.spawn()
         for pid, at in self.ready_at.items():
             if self.host.now >= at and pid == self.main:
-                record = {"pid": pid, "node": f"{self.instance}@host", "generation": self.host.generation_of[pid]}
+                record = {
+                    "pid": pid,
+                    "node": f"{self.instance}@host",
+                    "generation": self.host.generation_of[pid],
+                    "leases": self.host.leases,
+                }
                 self.marker.write_text(json.dumps(record))
 
     def answers(self, node: str) -> bool:
@@ -275,6 +282,8 @@ def module(host: FakeHost, capsys: pytest.CaptureFixture[str]) -> Callable[..., 
     first unit); its result."""
 
     def run_main(**args: object) -> dict:
+        # A module's warnings gather in a list of the process, which one run of a module empties: here, each test.
+        module_warnings._global_warnings.clear()
         with patch_module_args({"name": "celery-worker@default", **args}), pytest.raises(SystemExit):
             restart_module.main()
         return json.loads(capsys.readouterr().out)
@@ -327,6 +336,7 @@ def test_running_worker_gets_sigterm_on_its_main_pid_only_then_a_ready_successor
         "ready_seconds": pytest.approx(1.5, abs=0.25),
         "generation": None,
         "stale": False,
+        "leases": "on",
         "rolled_back": False,
     }
 
@@ -437,6 +447,18 @@ def test_stale_or_foreign_marker_is_not_readiness(systemd, run) -> None:
     assert result["ready_seconds"] == pytest.approx(7.0, abs=0.25)
 
 
+def test_the_lease_mode_the_new_process_runs_is_returned_and_a_fallback_warned(host, systemd, run) -> None:
+    assert run()["leases"] == "on"
+    host.leases = "fallback: kombu 5.8.0 is not one of 5.7.x"
+    result = run()
+    assert result["leases"] == host.leases
+    [warning] = result["warnings"]
+    assert warning["event"]["msg"] == (
+        "celery-worker@default.service runs without visibility leases (fallback: kombu 5.8.0 is not one of 5.7.x):"
+        " its visibility timeout is the longest task's (docs/delivery.md#visibility-leases-redis)"
+    )
+
+
 def test_worker_that_never_gets_ready_fails_with_its_journal(systemd, fail) -> None:
     systemd.ready_delay = 10_000
     message = fail(ready_timeout=15)["msg"]
@@ -525,6 +547,7 @@ def test_handover_starts_the_other_slot_and_stops_the_old_one_only_once_the_new_
         "ready_seconds": pytest.approx(1.5, abs=0.25),
         "generation": None,
         "stale": False,
+        "leases": "on",
         "rolled_back": False,
     }
     assert commands_on(host, SLOT_B) == ["start", "enable"]
