@@ -57,6 +57,7 @@ HARD_FAULTS = {"kill-main", "kill-child", "reboot", "broker-restart"}
 # A pool process records a task's end before the main process acks it: a run that ended this
 # shortly before a fault struck may still have been unacked.
 ACK_SLACK_SECONDS = 1.0
+MAX_UNFINISHED_RUNS = 3  # celery_worker_max_unfinished_runs: then a dead letter, not lost
 
 
 @dataclass
@@ -166,11 +167,13 @@ def verdict(events: list[dict], task_ids: list[str], faults: list[Fault]) -> dic
     for event in events:
         if event["id"] in by_id:
             by_id[event["id"]].append(event)
-    lost, completed_twice, explained, unexplained, latencies = [], [], [], [], []
+    lost, contained, completed_twice, explained, unexplained, latencies = [], [], [], [], [], []
     for task_id, task_events_ in by_id.items():
         runs = task_runs(task_events_)
         if not any(end and end["state"] == "SUCCESS" for _start, end in runs):
-            lost.append(task_id)
+            # Poison containment stops a task whose every run a hard fault cut short, at the third.
+            cut_short = [run for run in runs if run[1] is None and any(struck(fault, *run) for fault in faults)]
+            (contained if len(cut_short) == len(runs) >= MAX_UNFINISHED_RUNS else lost).append(task_id)
         if sum(1 for _start, end in runs if end and end["state"] == "SUCCESS") > 1:
             completed_twice.append(task_id)
         # Every run but the last was repeated: a hard fault that struck while it ran must explain it.
@@ -183,6 +186,7 @@ def verdict(events: list[dict], task_ids: list[str], faults: list[Fault]) -> dic
     return {
         "tasks": len(task_ids),
         "lost": lost,
+        "dead_letters": contained,
         "completed_twice": completed_twice,
         "rerun_after_hard_fault": explained,
         "unexplained_reruns": unexplained,

@@ -9,9 +9,7 @@ import json
 
 import pytest
 from conftest import in_worker_environment, run_playbook, send_tasks, wait_for
-from test_chaos import INSTANCE, REPO, WORKERS, Fleet, task_runs
-
-MAX_RUNS = 3  # celery_worker_max_unfinished_runs
+from test_chaos import INSTANCE, MAX_UNFINISHED_RUNS, REPO, WORKERS, Fleet, task_runs
 
 # Sends a task and waits for its result in one process: with rpc:// only the sender gets it.
 SEND_AND_WAIT = """
@@ -57,9 +55,9 @@ def dead_letters(**extra_vars) -> list[dict]:
 
 def assert_contained(fleet: Fleet, outcome: dict) -> None:
     assert outcome["state"] == "FAILURE", outcome
-    assert f"ended unfinished {MAX_RUNS} time(s)" in outcome["outcome"], outcome
-    wait_for(lambda: starts(fleet, outcome["id"]) >= MAX_RUNS, 30, "the task's runs to be recorded")
-    assert starts(fleet, outcome["id"]) == MAX_RUNS
+    assert f"ended unfinished {MAX_UNFINISHED_RUNS} time(s)" in outcome["outcome"], outcome
+    wait_for(lambda: starts(fleet, outcome["id"]) >= MAX_UNFINISHED_RUNS, 30, "the task's runs to be recorded")
+    assert starts(fleet, outcome["id"]) == MAX_UNFINISHED_RUNS
 
 
 def test_a_task_that_kills_its_pool_process_runs_three_times_then_is_a_dead_letter_and_replays(fleet: Fleet) -> None:
@@ -74,15 +72,15 @@ def test_a_task_that_kills_its_pool_process_runs_three_times_then_is_a_dead_lett
 
     [letter] = [letter for letter in dead_letters() if letter["id"] == outcome["id"]]
     assert letter["task"] == "example.crash"
-    assert letter["unfinished_runs"] == MAX_RUNS
+    assert letter["unfinished_runs"] == MAX_UNFINISHED_RUNS
 
     assert [letter["id"] for letter in dead_letters(celery_worker_dead_letters_replay=outcome["id"])] == [outcome["id"]]
     # Sent back with its count reset: it runs three more times and is a dead letter again.
-    wait_for(lambda: starts(fleet, outcome["id"]) >= 2 * MAX_RUNS, 120, "the replayed task to run")
+    wait_for(lambda: starts(fleet, outcome["id"]) >= 2 * MAX_UNFINISHED_RUNS, 120, "the replayed task to run")
     wait_for(
         lambda: any(letter["id"] == outcome["id"] for letter in dead_letters()), 60, "the replayed task's dead letter"
     )
-    assert starts(fleet, outcome["id"]) == 2 * MAX_RUNS
+    assert starts(fleet, outcome["id"]) == 2 * MAX_UNFINISHED_RUNS
 
 
 def test_a_task_that_kills_its_worker_runs_three_times_then_is_a_dead_letter(fleet: Fleet) -> None:
