@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.common import warnings as module_warnings
 from ansible.module_utils.testing import patch_module_args
 from ansible_collections.reliable.celery.plugins.modules import celery_worker_restart as restart_module
 
@@ -282,8 +281,6 @@ def module(host: FakeHost, capsys: pytest.CaptureFixture[str]) -> Callable[..., 
     first unit); its result."""
 
     def run_main(**args: object) -> dict:
-        # A module's warnings gather in a list of the process, which one run of a module empties: here, each test.
-        module_warnings._global_warnings.clear()
         with patch_module_args({"name": "celery-worker@default", **args}), pytest.raises(SystemExit):
             restart_module.main()
         return json.loads(capsys.readouterr().out)
@@ -447,16 +444,17 @@ def test_stale_or_foreign_marker_is_not_readiness(systemd, run) -> None:
     assert result["ready_seconds"] == pytest.approx(7.0, abs=0.25)
 
 
-def test_the_lease_mode_the_new_process_runs_is_returned_and_a_fallback_warned(host, systemd, run) -> None:
+def test_the_lease_mode_the_new_process_runs_is_returned_and_a_fallback_warned(host, systemd, run, monkeypatch) -> None:
+    warned = []
+    monkeypatch.setattr(AnsibleModule, "warn", lambda _module, message: warned.append(message))
     assert run()["leases"] == "on"
+    assert warned == []
     host.leases = "fallback: kombu 5.8.0 is not one of 5.7.x"
-    result = run()
-    assert result["leases"] == host.leases
-    [warning] = result["warnings"]
-    assert warning["event"]["msg"] == (
+    assert run()["leases"] == host.leases
+    assert warned == [
         "celery-worker@default.service runs without visibility leases (fallback: kombu 5.8.0 is not one of 5.7.x):"
         " its visibility timeout is the longest task's (docs/delivery.md#visibility-leases-redis)"
-    )
+    ]
 
 
 def test_worker_that_never_gets_ready_fails_with_its_journal(systemd, fail) -> None:
