@@ -63,8 +63,8 @@ CASES = {
         "visibility_timeout must be at least 10 s with celery_worker_redis_leases",
     ),
     "lease below ten seconds": ({"celery_worker_redis_lease_seconds": 5}, "celery_worker_redis_lease_seconds must be"),
-    "unfinished runs not a number": (
-        {"celery_worker_max_unfinished_runs": "three"},
+    "negative unfinished runs": (
+        {"celery_worker_max_unfinished_runs": -1},
         "celery_worker_max_unfinished_runs must be a whole number >= 0",
     ),
     "dead-letter queue consumed": (
