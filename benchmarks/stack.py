@@ -5,10 +5,6 @@ For each broker this creates the chaos scenario's hosts (a broker and two worker
 - measures the restart consumption gap with one worker consuming: `systemctl restart` of a unit
   written as the Celery documentation shows (celery multi, Type=forking) against the
   celery_worker_restart module on the collection's unit; same release, app and settings;
-- measures redelivery after a crash of the worker running a task (SIGKILL of its main process, of
-  the pool process running it, its host killed): from the fault to the task's next start; on Redis
-  with visibility leases and without;
-- measures the throughput of short tasks beside poison tasks (poison containment);
 and destroys the hosts. Needs the toolchain and the example wheelhouse, which `make benchmark`
 provides; it writes docs/benchmarks.md.
 
@@ -26,17 +22,14 @@ import subprocess
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from statistics import median
 
 from restart_gap import (
     DEBIAN,
     current_unit,
-    events,
     measure,
     on_host,
     restart_with_handover,
     restart_with_module,
-    send,
     wait,
 )
 
@@ -72,12 +65,18 @@ WantedBy=multi-user.target
 """
 
 
+# The chaos scenarios' hosts; BENCHMARK_SCENARIO names copies of them (e.g. "px-{broker}", hosts
+# rc-px-redis-worker1 ...) for a run beside `make test`, which uses the originals.
+SCENARIO = os.environ.get("BENCHMARK_SCENARIO", "chaos-{broker}")
+
+
 def hosts(broker: str) -> tuple[str, str]:
-    return f"rc-chaos-{broker}-worker1", f"rc-chaos-{broker}-worker2"
+    scenario = SCENARIO.format(broker=broker)
+    return f"rc-{scenario}-worker1", f"rc-{scenario}-worker2"
 
 
 def molecule(broker: str, *command: str, ansible_args: tuple[str, ...] = ()) -> str:
-    scenario = f"chaos-{broker}"
+    scenario = SCENARIO.format(broker=broker)
     argv = ["molecule", *command, "-s", scenario, *(("--", *ansible_args) if ansible_args else ())]
     result = subprocess.run(argv, check=False, capture_output=True, text=True)
     if result.returncode != 0:
@@ -135,86 +134,6 @@ def wait_active(host: str, unit: str) -> None:
     wait(lambda: on_host(host, ["systemctl", "is-active", unit], check=False).strip() == "active", 120, unit)
 
 
-# Faults after which a running task comes back, and how long the benchmark waits for it.
-FAULTS = {
-    "kill-main": "SIGKILL of the worker's main process",
-    "kill-child": "SIGKILL of the pool process running the task (as the OOM killer does)",
-    "host-loss": "the worker's host killed for good (`docker kill`)",
-}
-REDELIVERY_WAIT_SECONDS = 300
-QUIET_SECONDS = 30
-
-
-def starts_on(hosts_: list[str], task_id: str) -> list[dict]:
-    return [e for host in hosts_ for e in events(host) if e["id"] == task_id and e["event"] == "start"]
-
-
-def redelivery_after(broker: str, fault: str, task_seconds: float) -> float | None:
-    """Strike the worker running a task; seconds until the task starts again (None: not within
-    REDELIVERY_WAIT_SECONDS). A lost host is started again afterwards."""
-    workers = hosts(broker)
-    for host in workers:
-        wait_active(host, current_unit(host))
-    time.sleep(5)  # both ready and consuming
-    (task_id,) = send(workers[0], [("example.sleep", [task_seconds])])
-    start = wait(lambda: starts_on(workers, task_id), 60, "the task to start")[0]
-    victim = start["hostname"]
-    survivors = [host for host in workers if host != victim] if fault == "host-loss" else list(workers)
-    unit = current_unit(victim)
-    pid = start["pid"] if fault == "kill-child" else main_pid(victim, unit)
-    if fault == "host-loss":
-        struck = time.time()  # the containers share the controller's clock
-        subprocess.run(["docker", "kill", victim], check=True, capture_output=True)
-    else:
-        struck = float(on_host(victim, ["sh", "-c", f"kill -KILL {pid} && date +%s.%N"]))
-    deadline = time.monotonic() + REDELIVERY_WAIT_SECONDS
-    again = None
-    while again is None and time.monotonic() < deadline:
-        again = min((s["t"] for s in starts_on(survivors, task_id) if s["t"] > struck), default=None)
-        time.sleep(0.5)
-    if fault == "host-loss":
-        subprocess.run(["docker", "start", victim], check=True, capture_output=True)
-        booted = ("running", "degraded")
-        wait(lambda: on_host(victim, ["systemctl", "is-system-running"], check=False).strip() in booted, 180, "boot")
-    wait(lambda: main_pid(victim, current_unit(victim)) not in (0, pid), 120, "the struck worker to run again")
-    return None if again is None else round(again - struck, 2)
-
-
-def throughput(broker: str, tasks: int, seconds: float, poison: list[str]) -> dict:
-    """TASKS tasks of SECONDS sent at once with POISON tasks (example.crash of each kind listed):
-    tasks per second from the first start to the last end, and how many succeeded. A task that ran
-    beside a worker-killing one at each of its runs is a dead letter with it: the wait ends once
-    no task has ended for QUIET_SECONDS."""
-    workers = hosts(broker)
-    for host in workers:
-        wait_active(host, current_unit(host))
-    time.sleep(5)
-    ids = send(workers[0], [("example.crash", [kind]) for kind in poison] + [("example.sleep", [seconds])] * tasks)
-    wanted = set(ids[len(poison) :])
-
-    def ended() -> list[dict]:
-        return [e for host in workers for e in events(host) if e["id"] in wanted and e["event"] == "end"]
-
-    deadline, last_count, last_change = time.monotonic() + 600, -1, time.monotonic()
-    while (count := len({e["id"] for e in ended()})) < len(wanted) and time.monotonic() < deadline:
-        if count != last_count:
-            last_count, last_change = count, time.monotonic()
-        elif time.monotonic() - last_change > QUIET_SECONDS:
-            break
-        time.sleep(1)
-    first = min(e["t"] for host in workers for e in events(host) if e["id"] in wanted and e["event"] == "start")
-    last = max(e["t"] for e in ended())
-    for host in workers:  # a whole-worker kill restarts the worker: let it come back
-        wait_active(host, current_unit(host))
-    return {"per_second": round(len(wanted) / (last - first), 2), "succeeded": len({e["id"] for e in ended()})}
-
-
-def redelivery_rows(broker: str, args: argparse.Namespace) -> dict[str, list[float | None]]:
-    return {
-        fault: [redelivery_after(broker, fault, args.long_seconds) for _ in range(args.samples)] for fault in FAULTS
-    }
-
-
 def converge_and_measure(broker: str, args: argparse.Namespace) -> dict:
     molecule(broker, "destroy")
     molecule(broker, "create")
@@ -222,17 +141,9 @@ def converge_and_measure(broker: str, args: argparse.Namespace) -> dict:
         cold = timed_converge(broker)
         again = timed_converge(broker)
         gaps = restart_gaps(broker, args.long_seconds, args.short_tasks, args.short_seconds)
-        redelivery = {"on" if broker == "redis" else "": redelivery_rows(broker, args)}
-        poison = {
-            label: throughput(broker, args.short_tasks, args.short_seconds, kinds)
-            for label, kinds in (("none", []), ("pool", ["pool"] * 3), ("worker", ["worker"]))
-        }
-        if broker == "redis":  # the baseline: leases off, the visibility timeout the longest task's
-            timed_converge(broker, "-e", "celery_worker_redis_leases=false")
-            redelivery["off"] = redelivery_rows(broker, args)
     finally:
         molecule(broker, "destroy")
-    return {"broker": broker, "cold": cold, "again": again, "gaps": gaps, "redelivery": redelivery, "poison": poison}
+    return {"broker": broker, "cold": cold, "again": again, "gaps": gaps}
 
 
 def report(results: list[dict], args: argparse.Namespace) -> str:
@@ -267,56 +178,6 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
             )
     lines += [
         "",
-        "### Redelivery after a crash",
-        "",
-        f"A {args.long_seconds:g} s task runs on one of two workers when the fault strikes. Seconds from the fault",
-        f"to the task's next start ({args.samples} samples each). On Redis with visibility leases (the default;",
-        "the chaos hosts' lease is 10 s) and without (the visibility timeout is then the longest task + margin,",
-        f"30 + 15 s); '> {REDELIVERY_WAIT_SECONDS}' means not within {REDELIVERY_WAIT_SECONDS} s.",
-        "",
-        "| broker | fault | median s | max s | samples s |",
-        "|---|---|---|---|---|",
-    ]
-    modes = {"on": ", leases on", "off": ", leases off", "": ""}
-
-    def shown(sample: float | None) -> str:
-        return f"> {REDELIVERY_WAIT_SECONDS}" if sample is None else f"{sample:g}"
-
-    for result in results:
-        for mode, rows in result["redelivery"].items():
-            for fault, samples in rows.items():
-                known = [sample for sample in samples if sample is not None]
-                middle = f"{median(known):.2f}" if len(known) == len(samples) else "-"
-                worst = f"{max(known):.2f}" if len(known) == len(samples) else f"> {REDELIVERY_WAIT_SECONDS}"
-                lines.append(
-                    f"| {names[result['broker']]}{modes[mode]} | {FAULTS[fault]} | {middle} | {worst} |"
-                    f" {', '.join(shown(sample) for sample in samples)} |"
-                )
-    lines += [
-        "",
-        "### Throughput beside poison tasks",
-        "",
-        f"{args.short_tasks} tasks of {args.short_seconds:g} s sent at once on two workers, alone, beside 3 tasks that",
-        "kill their pool process, and beside 1 task that kills its worker (each runs 3 times, then is a dead letter:",
-        "docs/delivery.md#poison-tasks). Tasks per second from the first start to the last end.",
-        "",
-        "| broker | beside | tasks/s | of alone | succeeded |",
-        "|---|---|---|---|---|",
-    ]
-    beside = {
-        "none": "nothing",
-        "pool": "3 tasks that kill their pool process",
-        "worker": "1 task that kills its worker",
-    }
-    for result in results:
-        alone = result["poison"]["none"]["per_second"]
-        for label, row in result["poison"].items():
-            lines.append(
-                f"| {names[result['broker']]} | {beside[label]} | {row['per_second']} |"
-                f" {row['per_second'] / alone:.0%} | {row['succeeded']} |"
-            )
-    lines += [
-        "",
         "### playbooks/site.yml",
         "",
         "| broker | cold converge s | again s | changed again |",
@@ -337,7 +198,6 @@ def main() -> None:
     parser.add_argument("--long-seconds", type=float, default=25, help="below the hosts' 30 s task limit")
     parser.add_argument("--short-tasks", type=int, default=200)
     parser.add_argument("--short-seconds", type=float, default=0.2)
-    parser.add_argument("--samples", type=int, default=3, help="strikes per fault, broker and lease mode")
     parser.add_argument("--output", type=Path, help="also write the report to this file")
     args = parser.parse_args()
     text = report([converge_and_measure(broker, args) for broker in args.brokers], args)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Writes docs/benchmarks.md from the two benchmarks, on each supported Debian suite: the restart
-# under load on one host (benchmarks/restart_gap.py on the restart scenario's host) and the stack
-# per broker (benchmarks/stack.py on the chaos scenarios' hosts). A report, not an assertion:
+# Writes docs/benchmarks.md from the three benchmarks, on each supported Debian suite: the restart
+# under load on one host (benchmarks/restart_gap.py on the restart scenario's host), the stack
+# per broker (benchmarks/stack.py on the chaos scenarios' hosts) and crash recovery and poison
+# tasks per broker (benchmarks/crash.py, on the same hosts). A report, not an assertion:
 # figures on a busy machine vary, so this is not part of `make test`. Arguments name the parts to
-# run again, as PART (every suite) or PART:SUITE (restart, stack; e.g. stack:trixie); the others
+# run again, as PART (every suite) or PART:SUITE (restart, stack, crash; e.g. stack:trixie); the others
 # come from their last report in .cache/benchmarks.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 activate_toolchain
@@ -15,9 +16,9 @@ reports="$REPO_ROOT/.cache/benchmarks"
 mkdir -p "$reports"
 
 parts=("$@")
-((${#parts[@]})) || parts=(restart stack)
+((${#parts[@]})) || parts=(restart stack crash)
 for suite in "${TESTHOST_SUITES[@]}"; do
-  for part in restart stack; do
+  for part in restart stack crash; do
     report="$reports/$part-$suite.md"
     [[ " ${parts[*]} " == *" $part "* || " ${parts[*]} " == *" $part:$suite "* || ! -f "$report" ]] || continue
     (
@@ -31,8 +32,8 @@ for suite in "${TESTHOST_SUITES[@]}"; do
         molecule destroy -s restart >/dev/null
         ((status == 0)) || die "the restart benchmark on $suite failed"
       else
-        log "stack benchmark on $suite (molecule scenarios chaos-redis and chaos-rabbitmq)"
-        python benchmarks/stack.py --output "$report" || die "the stack benchmark on $suite failed"
+        log "$part benchmark on $suite (molecule scenarios chaos-redis and chaos-rabbitmq)"
+        python "benchmarks/$part.py" --output "$report" || die "the $part benchmark on $suite failed"
       fi
     )
   done
@@ -44,7 +45,7 @@ done
   echo "Written by \`make benchmark\`. Figures, not assertions: they vary with the machine and its load."
   echo "The pass/fail proofs are the molecule scenarios (docs/testing.md)."
   for suite in "${TESTHOST_SUITES[@]}"; do
-    for part in restart stack; do
+    for part in restart stack crash; do
       [[ -f "$reports/$part-$suite.md" ]] && { echo; cat "$reports/$part-$suite.md"; }
     done
   done
