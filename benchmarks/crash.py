@@ -14,16 +14,12 @@ and destroys the hosts. `make benchmark` runs it (PARTS=crash); it writes docs/b
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import subprocess
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 from statistics import median
 
-from restart_gap import DEBIAN, current_unit, events, on_host, send, wait
-from stack import BROKERS, hosts, main_pid, molecule, timed_converge, wait_active
+from restart_gap import current_unit, events, on_host, send, wait
+from stack import benchmark_main, broker_names, hosts, main_pid, molecule, report_heading, timed_converge, wait_active
 
 # Faults after which a running task comes back, and how long the benchmark waits for it.
 FAULTS = {
@@ -124,14 +120,8 @@ def measure(broker: str, args: argparse.Namespace) -> dict:
 
 
 def report(results: list[dict], args: argparse.Namespace) -> str:
-    # chaos-redis deploys the suite's Redis-protocol server (scripts/lib.sh, use_testhost_suite).
-    names = {"redis": os.environ.get("TESTHOST_REDIS_SERVER", "redis").capitalize(), "rabbitmq": "RabbitMQ"}
-    lines = [
-        f"## Crash recovery and poison tasks, {DEBIAN} — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-        "",
-        f"Machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}. Hosts: {DEBIAN} systemd",
-        "containers (a broker and two worker hosts, the chaos scenarios' inventories), Celery 5.7.0, prefork -c 3.",
-    ]
+    names = broker_names()
+    lines = report_heading("Crash recovery and poison tasks")
     lines += [
         "",
         "### Redelivery after a crash",
@@ -186,18 +176,14 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--brokers", nargs="+", choices=BROKERS, default=list(BROKERS))
-    parser.add_argument("--long-seconds", type=float, default=25, help="below the hosts' 30 s task limit")
-    parser.add_argument("--short-tasks", type=int, default=200)
-    parser.add_argument("--short-seconds", type=float, default=0.2)
-    parser.add_argument("--samples", type=int, default=3, help="strikes per fault, broker and lease mode")
-    parser.add_argument("--output", type=Path, help="also write the report to this file")
-    args = parser.parse_args()
-    text = report([measure(broker, args) for broker in args.brokers], args)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
+    benchmark_main(
+        __doc__,
+        measure,
+        report,
+        lambda parser: parser.add_argument(
+            "--samples", type=int, default=3, help="strikes per fault, broker and lease mode"
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -146,15 +146,26 @@ def converge_and_measure(broker: str, args: argparse.Namespace) -> dict:
     return {"broker": broker, "cold": cold, "again": again, "gaps": gaps}
 
 
-def report(results: list[dict], args: argparse.Namespace) -> str:
+def broker_names() -> dict[str, str]:
     # chaos-redis deploys the suite's Redis-protocol server (scripts/lib.sh, use_testhost_suite).
-    names = {"redis": os.environ.get("TESTHOST_REDIS_SERVER", "redis").capitalize(), "rabbitmq": "RabbitMQ"}
-    lines = [
-        f"## The stack per broker, {DEBIAN} — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+    return {"redis": os.environ.get("TESTHOST_REDIS_SERVER", "redis").capitalize(), "rabbitmq": "RabbitMQ"}
+
+
+def report_heading(title: str) -> list[str]:
+    """A report's title (with the suite and the time) and where it was measured."""
+    return [
+        f"## {title}, {DEBIAN} — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
         f"Machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}. Hosts: {DEBIAN} systemd",
         "containers (a broker and two worker hosts, the chaos scenarios' inventories; on RabbitMQ the broker",
         "host also runs beat and Flower), Celery 5.7.0, prefork -c 3.",
+    ]
+
+
+def report(results: list[dict], args: argparse.Namespace) -> str:
+    names = broker_names()
+    lines = [
+        *report_heading("The stack per broker"),
         "",
         "### Restart under load",
         "",
@@ -192,18 +203,25 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def benchmark_main(doc: str, measure, report, add_arguments=lambda _parser: None) -> None:
+    """The command line of the benchmarks on the chaos scenarios' hosts: MEASURE each broker, print
+    the REPORT of all and write it to --output."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--brokers", nargs="+", choices=BROKERS, default=list(BROKERS))
     parser.add_argument("--long-seconds", type=float, default=25, help="below the hosts' 30 s task limit")
     parser.add_argument("--short-tasks", type=int, default=200)
     parser.add_argument("--short-seconds", type=float, default=0.2)
     parser.add_argument("--output", type=Path, help="also write the report to this file")
+    add_arguments(parser)
     args = parser.parse_args()
-    text = report([converge_and_measure(broker, args) for broker in args.brokers], args)
+    text = report([measure(broker, args) for broker in args.brokers], args)
     print(text)
     if args.output:
         args.output.write_text(text + "\n")
+
+
+def main() -> None:
+    benchmark_main(__doc__, converge_and_measure, report)
 
 
 if __name__ == "__main__":
