@@ -62,7 +62,9 @@ def redelivery_after(broker: str, fault: str, task_seconds: float) -> float | No
         subprocess.run(["docker", "start", victim], check=True, capture_output=True)
         booted = ("running", "degraded")
         wait(lambda: on_host(victim, ["systemctl", "is-system-running"], check=False).strip() in booted, 180, "boot")
-    wait(lambda: main_pid(victim, current_unit(victim)) not in (0, pid), 120, "the struck worker to run again")
+        wait_active(victim, current_unit(victim))  # a booted host's worker may get its old pid again
+    else:
+        wait(lambda: main_pid(victim, current_unit(victim)) not in (0, pid), 120, "the struck worker to run again")
     return None if again is None else round(again - struck, 2)
 
 
