@@ -11,7 +11,7 @@ import time
 
 import pytest
 from conftest import current_slot, journal, main_pid, record_figures, send_tasks, task_events, wait_for
-from test_chaos import INSTANCE, WORKERS, Fleet, task_runs
+from test_chaos import BROKER_KIND, INSTANCE, WORKERS, Fleet, task_runs
 
 LEASE = 10  # celery_worker_redis_lease_seconds
 RESTORE_INTERVAL = 5  # celery_worker_redis_restore_interval_seconds
@@ -37,6 +37,12 @@ def succeeded(fleet: Fleet, task_ids: list[str]) -> bool:
 
 def next_start_after(fleet: Fleet, task_id: str, moment: float, on: list[str] = WORKERS) -> dict | None:
     return next((start for start, _end in runs(fleet, task_id, on) if start["t"] > moment), None)
+
+
+def broker_admin(fleet: Fleet, command: str) -> str:
+    """A command to the broker as the broker role's administrator (the workers' user may not)."""
+    auth = f"AUTH celery-broker-admin $(cat /etc/{BROKER_KIND}/celery-broker-admin.secret)"
+    return fleet.broker.check_output(f'{{ echo "{auth}"; echo {command!r}; }} | {BROKER_KIND}-cli --no-auth-warning')
 
 
 def consuming_only_on(fleet: Fleet, name: str):
@@ -130,3 +136,29 @@ def test_a_lost_hosts_task_runs_on_another_host_within_the_visibility_timeout(fl
     wait_for(lambda: succeeded(fleet, [task_id]), 3 * LEASE + 60, "the task to succeed", interval=2)
     time.sleep(RESTORE_INTERVAL + 2)
     assert len(runs(fleet, task_id)) == 2, runs(fleet, task_id)
+
+
+def test_a_task_running_when_its_workers_broker_connection_drops_runs_once(fleet: Fleet) -> None:
+    """Redis closes every client connection, as a proxy's idle timeout or a network blip would: the
+    worker reconnects, and the task it was running goes on and is acked once (kombu would have put
+    its message back in the queue when the worker closed the dropped connection's channel)."""
+    [task_id] = send_tasks(fleet.workers[WORKERS[0]], [("example.sleep", [2 * LEASE], "")])
+    first, _end = wait_for(lambda: next(iter(runs(fleet, task_id)), None), 60, f"{task_id} to start")
+    name = next(name for name, host in fleet.workers.items() if host.check_output("hostname") == first["hostname"])
+    unit, _marker = current_slot(fleet.workers[name], INSTANCE)
+    pid = main_pid(fleet.workers[name], unit)
+    dropped_at = fleet.broker.check_output("date +%s")
+    broker_admin(fleet, "CLIENT KILL TYPE normal")
+    wait_for(
+        lambda: (
+            "Connection to broker lost"
+            in fleet.workers[name].run(f"journalctl --no-pager -u {unit} --since @{dropped_at}").stdout
+        ),
+        30,
+        "the worker to see its connection drop",
+    )
+    wait_for(lambda: succeeded(fleet, [task_id]), 2 * LEASE + 60, "the task to succeed", interval=2)
+    wait_for(lambda: task_id not in broker_admin(fleet, "HVALS unacked"), 30, "the task's ack")
+    time.sleep(RESTORE_INTERVAL + 2)
+    assert len(runs(fleet, task_id)) == 1, runs(fleet, task_id)
+    assert main_pid(fleet.workers[name], unit) == pid, journal(fleet.workers[name], unit, 100)

@@ -107,18 +107,21 @@ _leases = reliable_celery_leases.Leases(app.conf.broker_transport_options.get("v
 
 class _LeaseStep(bootsteps.StartStopStep):
     """Renews the worker's leases from its event loop; on the first start, puts back the messages its
-    predecessor held when it died, before anything is consumed (the event loop starts last)."""
+    predecessor held when it died, before anything is consumed (the event loop starts last); after a
+    reconnect, the new channel adopts what the worker held through the connection loss, renewed at once."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
     def __init__(self, c, **kwargs):
         super().__init__(c, **kwargs)
         _leases.node = c.hostname
+        reliable_celery_leases.hold_through_reconnects(c)
         self.timer_entry = None
 
     def start(self, c):
         channel = c.task_consumer.channel
-        if _leases.channel is None:
+        reconnected = _leases.channel is not None
+        if not reconnected:
             restored = _leases.restore_predecessor(channel)
             if restored:
                 logger.warning(
@@ -127,6 +130,9 @@ class _LeaseStep(bootsteps.StartStopStep):
                     ", ".join(restored),
                 )
         _leases.channel = channel
+        if reconnected:
+            _leases.adopt(channel)
+            _renew()
         self.timer_entry = c.timer.call_repeatedly(_leases.interval, _renew)
 
     def stop(self, c):
@@ -146,7 +152,7 @@ def _renew():
 
 def _lease_received(sender=None, request=None, **_kwargs):
     try:
-        _leases.received(request.message)
+        _leases.received(request)
     except Exception:
         logger.warning("leasing %s failed", request.id, exc_info=True)
 

@@ -15,6 +15,15 @@ messages came back only that long after the crash. With leases:
   wrote for each (``reliable-celery.leases.NODE``; no expiry: Redis replays a transaction's
   PEXPIRE from its append-only file as PEXPIREAT, which the broker's ACL for workers does not
   grant, and a worker that holds nothing deletes its record);
+- held through reconnects: kombu puts back in their queues the messages a channel holds when the
+  channel closes, and a worker closes its dropped connection's channels when it reconnects, while
+  the tasks of those messages still run: they would run again elsewhere (seen after a 0.3 s Redis
+  restart). The wrapper turns that off for the dropped channel only (``do_restore``) and keeps its
+  connection pool, through which a task that ends before the worker is connected again acks (a
+  closed channel makes no new pool); once connected, the new channel adopts the messages (its
+  prefetch counts them, and it acks them). A clean shutdown still puts back what it never started;
+- an ack that did not reach Redis (the task ended while Redis was down): its lease is no longer
+  renewed, so its message comes back after the visibility timeout and its task runs again;
 - restore on restart: a worker that starts finds its node's record (left by a predecessor that
   did not shut down cleanly: a clean shutdown leaves no tag it still holds) and puts back each
   message whose score is still the one its predecessor wrote. Another worker that received the
@@ -22,7 +31,7 @@ messages came back only that long after the crash. With leases:
   SIGKILLs what is left of its cgroup and starts it again only once the cgroup is empty, so no
   process of the predecessor can still run such a message.
 
-Everything here uses kombu's private attributes: ``probe`` checks them, and the wrapper falls
+Everything here uses kombu's and Celery's private attributes: ``probe`` checks them, and the wrapper falls
 back to a visibility timeout that outlasts the longest task when they differ.
 """
 
@@ -49,6 +58,10 @@ REQUIRED = (
     ("kombu.transport.redis.Channel", "unacked_index_key"),
     ("kombu.transport.redis.Channel", "visibility_timeout"),
     ("kombu.transport.redis.QoS", "restore_visible"),
+    ("kombu.transport.redis.Channel", "_pool"),
+    ("kombu.transport.virtual.Channel", "do_restore"),
+    ("kombu.transport.virtual.QoS", "append"),
+    ("celery.worker.consumer.consumer.Consumer", "on_connection_error_after_connected"),
 )
 
 
@@ -79,7 +92,7 @@ class Leases:
         self.visibility_timeout = float(visibility_timeout)
         self.clock = clock
         self.node = None  # the worker's node name, known once its consumer exists
-        self.held: dict[str, object] = {}  # delivery tag -> kombu message
+        self.held: dict[str, object] = {}  # delivery tag -> Celery request
         self.channel = None
 
     @property
@@ -97,10 +110,11 @@ class Leases:
         if tags:
             pipe.sadd(self.record_key, *(_member(tag, score) for tag in tags))
 
-    def received(self, message) -> None:
-        """A message the worker now holds: lease and record it at once."""
+    def received(self, request) -> None:
+        """The message of a task request the worker now holds: lease and record it at once."""
+        message = request.message
         tag = message.delivery_tag
-        self.held[tag] = message
+        self.held[tag] = request
         channel = message.channel
         with channel.conn_or_acquire() as client:
             pipe = client.pipeline()
@@ -108,8 +122,9 @@ class Leases:
             pipe.execute()
 
     def renew(self) -> int:
-        """Renew the lease of every message still held; the record holds exactly those. Returns how many."""
-        for tag in [tag for tag, message in self.held.items() if message.acknowledged]:
+        """Renew the lease of every message still held; the record holds exactly those. Returns how many.
+        Celery is done with a request once it acked or rejected it, whether or not that reached Redis."""
+        for tag in [tag for tag, request in self.held.items() if request.acknowledged]:
             del self.held[tag]
         channel = self.channel
         if channel is None:
@@ -123,6 +138,14 @@ class Leases:
                 pipe.delete(self.record_key)
             pipe.execute()
         return len(tags)
+
+    def adopt(self, channel) -> None:
+        """After a reconnect, CHANNEL holds the messages still held through it."""
+        for tag, request in self.held.items():
+            message = request.message
+            if message.channel is not channel and not request.acknowledged:
+                channel.qos.append(message, tag)
+                message.channel = channel
 
     def restore_predecessor(self, channel) -> list[str]:
         """Put back in their queues the messages this node's record names whose lease is still the
@@ -155,6 +178,26 @@ class Leases:
             return True
 
         return client.transaction(transaction, index, unacked, value_from_callable=True)
+
+
+def hold_through_reconnects(consumer) -> None:
+    """Keep the messages of a Celery consumer's dropped connection unacked when it reconnects, and
+    their channel able to ack them until the new channel adopts them (Leases.adopt)."""
+    on_connection_lost = consumer.on_connection_error_after_connected
+
+    def keep_held_messages(exc):
+        channel = consumer.task_consumer.channel if consumer.task_consumer is not None else None
+        if channel is None:
+            return on_connection_lost(exc)
+        channel.do_restore = False
+        pool = getattr(channel, "_pool", None)
+        try:
+            return on_connection_lost(exc)
+        finally:
+            if pool is not None:
+                channel._pool = pool
+
+    consumer.on_connection_error_after_connected = keep_held_messages
 
 
 def _text(value) -> str:

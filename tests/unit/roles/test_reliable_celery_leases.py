@@ -94,10 +94,17 @@ class FakeChannel:
 
 class FakeMessage:
     def __init__(self, channel: FakeChannel, tag: str) -> None:
-        self.channel, self.delivery_tag, self.acknowledged = channel, tag, False
+        self.channel, self.delivery_tag = channel, tag
         # What kombu's QoS.append wrote when the message was delivered.
         channel.redis.zsets[INDEX][tag] = 1.0
         channel.redis.hashes[UNACKED][tag] = json.dumps([{"id": tag}, "celery", "celery"])
+
+
+class FakeRequest:
+    """A Celery request: acknowledged once Celery acked or rejected it, whether or not that reached Redis."""
+
+    def __init__(self, channel: FakeChannel, tag: str) -> None:
+        self.message, self.acknowledged = FakeMessage(channel, tag), False
 
 
 class Clock:
@@ -124,7 +131,7 @@ def record(redis: FakeRedis) -> dict[str, float]:
 
 def test_a_received_message_is_leased_and_recorded_at_once(setup) -> None:
     redis, channel, _clock, node = setup
-    node.received(FakeMessage(channel, "t1"))
+    node.received(FakeRequest(channel, "t1"))
     assert redis.zsets[INDEX]["t1"] == 100.0
     assert record(redis) == {"t1": 100.0}
     assert node.interval == 10
@@ -132,7 +139,7 @@ def test_a_received_message_is_leased_and_recorded_at_once(setup) -> None:
 
 def test_renewal_moves_every_held_lease_and_forgets_acked_messages(setup) -> None:
     redis, channel, clock, node = setup
-    first, second = FakeMessage(channel, "t1"), FakeMessage(channel, "t2")
+    first, second = FakeRequest(channel, "t1"), FakeRequest(channel, "t2")
     node.received(first)
     node.received(second)
     first.acknowledged = True
@@ -143,9 +150,20 @@ def test_renewal_moves_every_held_lease_and_forgets_acked_messages(setup) -> Non
     assert record(redis) == {"t2": 110.0}
 
 
+def test_a_message_whose_ack_did_not_reach_redis_is_no_longer_renewed(setup) -> None:
+    redis, channel, clock, node = setup
+    request = FakeRequest(channel, "t1")
+    node.received(request)
+    request.acknowledged = True  # Celery acked it while Redis was down: kombu logged the error
+    clock.now = 110.0
+    assert node.renew() == 0
+    assert redis.zsets[INDEX] == {"t1": 100.0}, "its lease runs out: the message comes back"
+    assert record(redis) == {}
+
+
 def test_renewal_never_re_adds_a_message_restored_meanwhile(setup) -> None:
     redis, channel, clock, node = setup
-    node.received(FakeMessage(channel, "t1"))
+    node.received(FakeRequest(channel, "t1"))
     del redis.zsets[INDEX]["t1"]  # another worker's sweep put it back in its queue
     clock.now = 110.0
     node.renew()
@@ -154,8 +172,8 @@ def test_renewal_never_re_adds_a_message_restored_meanwhile(setup) -> None:
 
 def test_a_new_process_puts_back_what_its_predecessor_held(setup) -> None:
     redis, channel, _clock, node = setup
-    node.received(FakeMessage(channel, "t1"))
-    node.received(FakeMessage(channel, "t2"))
+    node.received(FakeRequest(channel, "t1"))
+    node.received(FakeRequest(channel, "t2"))
     successor = leases.Leases(40)
     successor.node = "default@host"
     assert sorted(successor.restore_predecessor(channel)) == ["t1", "t2"]
@@ -167,8 +185,8 @@ def test_a_new_process_puts_back_what_its_predecessor_held(setup) -> None:
 
 def test_a_message_another_worker_received_since_is_left_alone(setup) -> None:
     redis, channel, _clock, node = setup
-    node.received(FakeMessage(channel, "t1"))
-    node.received(FakeMessage(channel, "t2"))
+    node.received(FakeRequest(channel, "t1"))
+    node.received(FakeRequest(channel, "t2"))
     redis.zsets[INDEX]["t1"] = 150.0  # restored after the lease ran out, and received by another worker
     del redis.zsets[INDEX]["t2"], redis.hashes[UNACKED]["t2"]  # acked before the crash
     successor = leases.Leases(40)
@@ -190,3 +208,56 @@ def test_another_kombu_minor_turns_leases_off(monkeypatch) -> None:
 def test_a_missing_internal_turns_leases_off(monkeypatch) -> None:
     monkeypatch.delattr(redis_transport.Channel, "_do_restore_message")
     assert leases.probe() == "kombu.transport.redis.Channel._do_restore_message is missing"
+
+
+class FakeConsumer:
+    """Celery's consumer at a connection loss: it collects the dropped connection (closing its
+    channels), as celery.worker.consumer.Consumer.on_connection_error_after_connected does."""
+
+    def __init__(self, connection: kombu.Connection, queue: kombu.Queue) -> None:
+        self.connection = connection
+        self.task_consumer = kombu.Consumer(connection, [queue], no_ack=False)
+        self.task_consumer.channel.do_restore = True  # as on Redis; the in-memory transport has it off
+
+    def on_connection_error_after_connected(self, _exc) -> None:
+        self.connection.collect()
+
+
+class Request:
+    def __init__(self, message) -> None:
+        self.message, self.acknowledged = message, False
+
+
+@pytest.mark.parametrize("held", [True, False])
+def test_a_reconnect_leaves_the_messages_of_running_tasks_unacked(held: bool) -> None:
+    """kombu's virtual channel, the base of its Redis one, on the in-memory transport."""
+    queue = kombu.Queue(f"reconnect-{held}")
+    with kombu.Connection("memory://") as producer:
+        producer.Producer().publish({"task": "long"}, routing_key=queue.name, declare=[queue])
+        consumer = FakeConsumer(kombu.Connection("memory://"), queue)
+        running = consumer.task_consumer.channel.basic_get(queue.name)
+        assert running is not None
+        if held:
+            leases.hold_through_reconnects(consumer)
+        consumer.on_connection_error_after_connected(ConnectionError("dropped"))
+        put_back = producer.default_channel.basic_get(queue.name)
+    assert (put_back is None) == held, "the running task's message went back to its queue"
+
+
+def test_the_new_channel_adopts_the_messages_held_through_a_reconnect() -> None:
+    old, new = kombu.Connection("memory://").default_channel, kombu.Connection("memory://").default_channel
+    held, done = (
+        Request(kombu.Message(channel=old, delivery_tag="t1")),
+        Request(kombu.Message(channel=old, delivery_tag="t2")),
+    )
+    done.acknowledged = True
+    node = leases.Leases(40)
+    node.held = {"t1": held, "t2": done}
+    node.adopt(new)
+    assert held.message.channel is new
+    assert new.qos.get("t1") is held.message
+    assert done.message.channel is old, "a message Celery is done with is left alone"
+    new.qos.prefetch_count = 1
+    assert not new.qos.can_consume(), "the new channel's prefetch counts the adopted message"
+    held.message.ack()
+    assert new.qos.can_consume(), "the adopted message is acked through the new channel"
