@@ -108,14 +108,14 @@ _leases = reliable_celery_leases.Leases(app.conf.broker_transport_options.get("v
 class _LeaseStep(bootsteps.StartStopStep):
     """Renews the worker's leases from its event loop; on the first start, puts back the messages its
     predecessor held when it died, before anything is consumed (the event loop starts last); after a
-    reconnect, the new channel adopts what the worker held through the connection loss, renewed at once."""
+    reconnect, renews at once the leases of the tasks that ran through the connection loss."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
     def __init__(self, c, **kwargs):
         super().__init__(c, **kwargs)
         _leases.node = c.hostname
-        reliable_celery_leases.hold_through_reconnects(c)
+        reliable_celery_leases.hold_through_reconnects(c, _leases)
         self.timer_entry = None
 
     def start(self, c):
@@ -131,7 +131,6 @@ class _LeaseStep(bootsteps.StartStopStep):
                 )
         _leases.channel = channel
         if reconnected:
-            _leases.adopt(channel)
             _renew()
         self.timer_entry = c.timer.call_repeatedly(_leases.interval, _renew)
 

@@ -15,15 +15,17 @@ messages came back only that long after the crash. With leases:
   wrote for each (``reliable-celery.leases.NODE``; no expiry: Redis replays a transaction's
   PEXPIRE from its append-only file as PEXPIREAT, which the broker's ACL for workers does not
   grant, and a worker that holds nothing deletes its record);
-- held through reconnects: kombu puts back in their queues the messages a channel holds when the
-  channel closes, and a worker closes its dropped connection's channels when it reconnects, while
-  the tasks of those messages still run: they would run again elsewhere (seen after a 0.3 s Redis
-  restart). The wrapper turns that off for the dropped channel only (``do_restore``) and keeps its
-  connection pool, through which a task that ends before the worker is connected again acks (a
-  closed channel makes no new pool); once connected, the new channel adopts the messages (its
-  prefetch counts them, and it acks them). A clean shutdown still puts back what it never started;
-- an ack that did not reach Redis (the task ended while Redis was down): its lease is no longer
-  renewed, so its message comes back after the visibility timeout and its task runs again;
+- running tasks held through reconnects: kombu puts back in their queues the messages a channel
+  holds when the channel closes, and a worker closes its dropped connection's channel when it
+  reconnects, while some of those tasks still run: they would run again elsewhere (seen after a
+  0.3 s Redis restart). The wrapper takes the messages of running tasks out of what the dropped
+  channel puts back (the rest, reserved and ETA messages, Celery forgets at a reconnect: those go
+  back as before and are no longer leased here), and keeps that channel's connection pool, through
+  which the running tasks ack as they end (a closed channel makes no new pool);
+- renewed until acked: a lease is renewed until its message's ack was sent, not until Celery
+  asked for it: during a warm shutdown Celery sends the acks of the tasks that end only once the
+  pool has drained. An ack that failed (Redis was down) leaves the lease renewed until the worker
+  stops; its task then runs again;
 - restore on restart: a worker that starts finds its node's record (left by a predecessor that
   did not shut down cleanly: a clean shutdown leaves no tag it still holds) and puts back each
   message whose score is still the one its predecessor wrote. Another worker that received the
@@ -43,6 +45,7 @@ import logging
 import time
 
 import kombu
+from celery.worker.state import active_requests
 
 logger = logging.getLogger("reliable_celery.leases")
 
@@ -59,8 +62,7 @@ REQUIRED = (
     ("kombu.transport.redis.Channel", "visibility_timeout"),
     ("kombu.transport.redis.QoS", "restore_visible"),
     ("kombu.transport.redis.Channel", "_pool"),
-    ("kombu.transport.virtual.Channel", "do_restore"),
-    ("kombu.transport.virtual.QoS", "append"),
+    ("kombu.transport.virtual.QoS", "_delivered"),
     ("celery.worker.consumer.consumer.Consumer", "on_connection_error_after_connected"),
 )
 
@@ -122,9 +124,8 @@ class Leases:
             pipe.execute()
 
     def renew(self) -> int:
-        """Renew the lease of every message still held; the record holds exactly those. Returns how many.
-        Celery is done with a request once it acked or rejected it, whether or not that reached Redis."""
-        for tag in [tag for tag, request in self.held.items() if request.acknowledged]:
+        """Renew the lease of every message still held; the record holds exactly those. Returns how many."""
+        for tag in [tag for tag, request in self.held.items() if request.message.acknowledged]:
             del self.held[tag]
         channel = self.channel
         if channel is None:
@@ -138,14 +139,6 @@ class Leases:
                 pipe.delete(self.record_key)
             pipe.execute()
         return len(tags)
-
-    def adopt(self, channel) -> None:
-        """After a reconnect, CHANNEL holds the messages still held through it."""
-        for tag, request in self.held.items():
-            message = request.message
-            if message.channel is not channel and not request.acknowledged:
-                channel.qos.append(message, tag)
-                message.channel = channel
 
     def restore_predecessor(self, channel) -> list[str]:
         """Put back in their queues the messages this node's record names whose lease is still the
@@ -180,24 +173,31 @@ class Leases:
         return client.transaction(transaction, index, unacked, value_from_callable=True)
 
 
-def hold_through_reconnects(consumer) -> None:
-    """Keep the messages of a Celery consumer's dropped connection unacked when it reconnects, and
-    their channel able to ack them until the new channel adopts them (Leases.adopt)."""
+def hold_through_reconnects(consumer, leases: Leases) -> None:
+    """At a Celery consumer's connection loss, keep the messages of its running tasks unacked, and
+    their channel able to ack them; stop leasing the messages it puts back."""
     on_connection_lost = consumer.on_connection_error_after_connected
 
-    def keep_held_messages(exc):
+    def keep_running_tasks(exc):
         channel = consumer.task_consumer.channel if consumer.task_consumer is not None else None
         if channel is None:
             return on_connection_lost(exc)
-        channel.do_restore = False
+        # Running, or ended with its ack waiting in the event loop; Celery forgets the others.
+        kept = {tag for tag, request in leases.held.items() if request.acknowledged or request in active_requests}
+        delivered = channel.qos._delivered
+        for tag in kept & set(delivered):
+            del delivered[tag]
+        for tag, request in list(leases.held.items()):
+            if tag not in kept and request.message.channel is channel:
+                del leases.held[tag]
         pool = getattr(channel, "_pool", None)
         try:
             return on_connection_lost(exc)
         finally:
-            if pool is not None:
+            if getattr(channel, "_pool", None) is None and pool is not None:
                 channel._pool = pool
 
-    consumer.on_connection_error_after_connected = keep_held_messages
+    consumer.on_connection_error_after_connected = keep_running_tasks
 
 
 def _text(value) -> str:
