@@ -235,7 +235,7 @@ def test_a_reconnect_puts_back_what_celery_forgets_and_keeps_the_running_tasks(h
         for task in ("running", "ended", "reserved"):
             producer.Producer().publish({"task": task}, routing_key=queue.name, declare=[queue])
         consumer = FakeConsumer(kombu.Connection("memory://"), queue)
-        running, ended, reserved = (consumer.task_consumer.channel.basic_get(queue.name) for _ in range(3))
+        running, ended, reserved = (consumer.task_consumer.channel.basic_get(queue.name) for _attempt in range(3))
         node = leases.Leases(40)
         node.held = {message.delivery_tag: Request(message) for message in (running, ended, reserved)}
         node.held[ended.delivery_tag].acknowledged = True  # its ack waits in the event loop
