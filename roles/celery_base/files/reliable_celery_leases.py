@@ -182,13 +182,10 @@ def hold_through_reconnects(consumer, leases: Leases) -> None:
         channel = consumer.task_consumer.channel if consumer.task_consumer is not None else None
         if channel is None:
             return on_connection_lost(exc)
-        # Running, or ended with its ack waiting in the event loop; Celery forgets the others.
-        kept = {tag for tag, request in leases.held.items() if request.acknowledged or request in active_requests}
-        delivered = channel.qos._delivered
-        for tag in kept & set(delivered):
-            del delivered[tag]
         for tag, request in list(leases.held.items()):
-            if tag not in kept and request.message.channel is channel:
+            if request.acknowledged or request in active_requests:  # running, or its ack waits in the event loop
+                channel.qos._delivered.pop(tag, None)
+            elif request.message.channel is channel:  # Celery forgets it: kombu puts it back
                 del leases.held[tag]
         pool = getattr(channel, "_pool", None)
         try:

@@ -103,8 +103,12 @@ class FakeMessage:
 class FakeRequest:
     """A Celery request: acknowledged once Celery asked for its ack, which may be sent later."""
 
-    def __init__(self, channel: FakeChannel, tag: str) -> None:
-        self.message, self.acknowledged = FakeMessage(channel, tag), False
+    def __init__(self, message) -> None:
+        self.message, self.acknowledged = message, False
+
+
+def delivered(channel: FakeChannel, tag: str) -> FakeRequest:
+    return FakeRequest(FakeMessage(channel, tag))
 
 
 class Clock:
@@ -131,7 +135,7 @@ def record(redis: FakeRedis) -> dict[str, float]:
 
 def test_a_received_message_is_leased_and_recorded_at_once(setup) -> None:
     redis, channel, _clock, node = setup
-    node.received(FakeRequest(channel, "t1"))
+    node.received(delivered(channel, "t1"))
     assert redis.zsets[INDEX]["t1"] == 100.0
     assert record(redis) == {"t1": 100.0}
     assert node.interval == 10
@@ -139,7 +143,7 @@ def test_a_received_message_is_leased_and_recorded_at_once(setup) -> None:
 
 def test_renewal_moves_every_held_lease_and_forgets_acked_messages(setup) -> None:
     redis, channel, clock, node = setup
-    first, second = FakeRequest(channel, "t1"), FakeRequest(channel, "t2")
+    first, second = delivered(channel, "t1"), delivered(channel, "t2")
     node.received(first)
     node.received(second)
     first.acknowledged = first.message.acknowledged = True
@@ -152,7 +156,7 @@ def test_renewal_moves_every_held_lease_and_forgets_acked_messages(setup) -> Non
 
 def test_a_lease_is_renewed_until_the_ack_is_sent(setup) -> None:
     redis, channel, clock, node = setup
-    request = FakeRequest(channel, "t1")
+    request = delivered(channel, "t1")
     node.received(request)
     request.acknowledged = True  # in a warm shutdown, Celery sends the ack once the pool has drained
     clock.now = 110.0
@@ -162,7 +166,7 @@ def test_a_lease_is_renewed_until_the_ack_is_sent(setup) -> None:
 
 def test_renewal_never_re_adds_a_message_restored_meanwhile(setup) -> None:
     redis, channel, clock, node = setup
-    node.received(FakeRequest(channel, "t1"))
+    node.received(delivered(channel, "t1"))
     del redis.zsets[INDEX]["t1"]  # another worker's sweep put it back in its queue
     clock.now = 110.0
     node.renew()
@@ -171,8 +175,8 @@ def test_renewal_never_re_adds_a_message_restored_meanwhile(setup) -> None:
 
 def test_a_new_process_puts_back_what_its_predecessor_held(setup) -> None:
     redis, channel, _clock, node = setup
-    node.received(FakeRequest(channel, "t1"))
-    node.received(FakeRequest(channel, "t2"))
+    node.received(delivered(channel, "t1"))
+    node.received(delivered(channel, "t2"))
     successor = leases.Leases(40)
     successor.node = "default@host"
     assert sorted(successor.restore_predecessor(channel)) == ["t1", "t2"]
@@ -184,8 +188,8 @@ def test_a_new_process_puts_back_what_its_predecessor_held(setup) -> None:
 
 def test_a_message_another_worker_received_since_is_left_alone(setup) -> None:
     redis, channel, _clock, node = setup
-    node.received(FakeRequest(channel, "t1"))
-    node.received(FakeRequest(channel, "t2"))
+    node.received(delivered(channel, "t1"))
+    node.received(delivered(channel, "t2"))
     redis.zsets[INDEX]["t1"] = 150.0  # restored after the lease ran out, and received by another worker
     del redis.zsets[INDEX]["t2"], redis.hashes[UNACKED]["t2"]  # acked before the crash
     successor = leases.Leases(40)
@@ -222,11 +226,6 @@ class FakeConsumer:
         self.connection.collect()
 
 
-class Request:
-    def __init__(self, message) -> None:
-        self.message, self.acknowledged = message, False
-
-
 @pytest.mark.parametrize("held", [True, False])
 def test_a_reconnect_puts_back_what_celery_forgets_and_keeps_the_running_tasks(held: bool, monkeypatch) -> None:
     """kombu's virtual channel, the base of its Redis one, on the in-memory transport."""
@@ -237,7 +236,7 @@ def test_a_reconnect_puts_back_what_celery_forgets_and_keeps_the_running_tasks(h
         consumer = FakeConsumer(kombu.Connection("memory://"), queue)
         running, ended, reserved = (consumer.task_consumer.channel.basic_get(queue.name) for _attempt in range(3))
         node = leases.Leases(40)
-        node.held = {message.delivery_tag: Request(message) for message in (running, ended, reserved)}
+        node.held = {message.delivery_tag: FakeRequest(message) for message in (running, ended, reserved)}
         node.held[ended.delivery_tag].acknowledged = True  # its ack waits in the event loop
         monkeypatch.setattr(leases, "active_requests", {node.held[running.delivery_tag]})
         if held:
