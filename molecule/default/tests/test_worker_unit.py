@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 
 import pytest
-from conftest import SLOTS, current_slot, journal, main_pid, unit_properties
+from conftest import SLOTS, current_slot, journal, main_pid, unit_properties, wait_for
 
 INSTANCES = ["default", "reports"]
 
@@ -26,6 +27,7 @@ def test_unit_properties(host, instance: str) -> None:
         "TimeoutStopUSec": "5min",
         "Restart": "always",
         "RestartUSec": "1s",
+        "StartLimitIntervalUSec": "0",
         "User": "celery",
         "Group": "celery",
         "NoNewPrivileges": "yes",
@@ -127,3 +129,20 @@ def test_release_is_owned_by_root_and_runs_the_pinned_celery(host) -> None:
     assert host.check_output(f"{release}/bin/celery --version").startswith("5.7.0 ")
     manifest = json.loads(host.file(f"{release}/.release.json").content_string)
     assert manifest["celery"] == "celery[redis]==5.7.0", manifest
+
+
+def test_a_worker_killed_six_times_within_ten_seconds_starts_again(host) -> None:
+    """As tasks that kill their worker can do: systemd's default start limit (5 starts in 10 s)
+    would leave the unit failed for good."""
+    unit, marker = current_slot(host, "reports")
+
+    def started_after(killed: int) -> int:
+        pid = main_pid(host, unit)
+        return pid if pid not in (0, killed) else 0
+
+    pid = main_pid(host, unit)
+    for _kill in range(6):
+        host.check_output(f"kill -KILL {pid}")
+        pid = wait_for(functools.partial(started_after, pid), 30, "the worker's next main process")
+    wait_for(lambda: f'"pid": {main_pid(host, unit)},' in host.file(marker).content_string, 60, "the worker ready")
+    assert unit_properties(host, unit, "ActiveState")["ActiveState"] == "active", journal(host, unit)
