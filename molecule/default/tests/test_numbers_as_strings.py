@@ -15,7 +15,6 @@ AS_STRINGS = {
     "celery_worker_restart_seconds": "1",
     "celery_worker_redis_lease_seconds": "60",
     "celery_worker_max_unfinished_runs": "3",
-    "celery_worker_unfinished_rerun_delay_seconds": "30",
     "celery_worker_ready_timeout_seconds": "120",
     "celery_worker_releases_to_keep": "3",
 }

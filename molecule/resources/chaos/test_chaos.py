@@ -58,7 +58,6 @@ HARD_FAULTS = {"kill-main", "kill-child", "reboot", "broker-restart"}
 # shortly before a fault struck may still have been unacked.
 ACK_SLACK_SECONDS = 1.0
 MAX_UNFINISHED_RUNS = 3  # celery_worker_max_unfinished_runs: then a dead letter, not lost
-RERUN_DELAY_SECONDS = 10  # celery_worker_unfinished_rerun_delay_seconds (chaos-host-vars.yml)
 
 
 @dataclass

@@ -9,7 +9,7 @@ import json
 
 import pytest
 from conftest import in_worker_environment, run_playbook, send_tasks, wait_for
-from test_chaos import INSTANCE, MAX_UNFINISHED_RUNS, REPO, RERUN_DELAY_SECONDS, WORKERS, Fleet, task_runs
+from test_chaos import INSTANCE, MAX_UNFINISHED_RUNS, REPO, WORKERS, Fleet, task_runs
 
 # Sends a task and waits for its result in one process: with rpc:// only the sender gets it.
 SEND_AND_WAIT = """
@@ -86,9 +86,6 @@ def test_a_task_that_kills_its_pool_process_runs_three_times_then_is_a_dead_lett
 def test_a_task_that_kills_its_worker_runs_three_times_then_is_a_dead_letter(fleet: Fleet) -> None:
     outcome = send_and_wait(fleet, "example.crash", ["worker"], 180)
     assert_contained(fleet, outcome)
-    # Its third run waited the rerun delay: it did not take down the other worker at once.
-    first, second, third = sorted(e["t"] for e in fleet.events() if e["id"] == outcome["id"] and e["event"] == "start")
-    assert third - second >= RERUN_DELAY_SECONDS, (first, second, third)
     assert any(letter["id"] == outcome["id"] for letter in dead_letters())
     for name in WORKERS:
         fleet.wait_worker_ready(name)

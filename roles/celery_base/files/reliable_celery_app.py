@@ -45,8 +45,7 @@ from celery.signals import task_received, worker_ready, worker_shutting_down
 CREDENTIAL_SETTINGS = ("broker_url", "result_backend")
 # The settings' entry for leases: {"fallback_visibility_timeout": SECONDS}; absent: no leases.
 LEASE_SETTING = "reliable_celery_leases"
-# The settings' entry for poison containment:
-# {"max_unfinished_runs": N, "dead_letter_queue": NAME, "rerun_delay_seconds": S}.
+# The settings' entry for poison containment: {"max_unfinished_runs": N, "dead_letter_queue": NAME}.
 POISON_SETTING = "reliable_celery_poison"
 logger = logging.getLogger("reliable_celery")
 
@@ -207,9 +206,7 @@ def _contained(strategy):
 
 
 if POISON is not None:
-    _containment = reliable_celery_poison.Containment(
-        app, POISON["max_unfinished_runs"], POISON["dead_letter_queue"], POISON["rerun_delay_seconds"]
-    )
+    _containment = reliable_celery_poison.Containment(app, POISON["max_unfinished_runs"], POISON["dead_letter_queue"])
     app.steps["consumer"].add(_PoisonStep)
 
 

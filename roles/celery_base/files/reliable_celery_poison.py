@@ -12,10 +12,7 @@ queues and Redis count nothing. So the count travels in the message:
   only holds such a message). Its unfinished runs are its header ``reliable_celery_unfinished_runs``
   plus the one it comes back from;
 - below the limit, the worker publishes a copy with the new count to where the message was sent,
-  then acks the message: the copy runs like any other task (at the end of its queue). From the
-  second unfinished run on, the copy carries an ETA (the rerun delay, doubled for each further
-  run): a task that kills its worker would otherwise be taken at once by the next free worker and
-  kill it too, and a fleet with a short queue would lose worker after worker within a restart;
+  then acks the message: the copy runs like any other task (at the end of its queue);
 - at the limit, the worker publishes it to the dead-letter queue instead, marks the task FAILURE
   (``WorkerLostError``) in the result backend and acks it. ``python -m reliable_celery_poison list``
   shows the dead letters, ``replay`` sends them back with their count reset.
@@ -86,12 +83,9 @@ def dead_letter_queue(name: str) -> Queue:
 class Containment:
     """Counts a returning message's unfinished runs; past the limit, dead-letters it."""
 
-    def __init__(
-        self, app, max_unfinished_runs: int, dead_letter_queue_name: str, rerun_delay_seconds=0, clock=time.time
-    ) -> None:
+    def __init__(self, app, max_unfinished_runs: int, dead_letter_queue_name: str, clock=time.time) -> None:
         self.app = app
         self.max_unfinished_runs = int(max_unfinished_runs)
-        self.rerun_delay_seconds = float(rerun_delay_seconds)
         self.queue = dead_letter_queue(dead_letter_queue_name)
         self.clock = clock
         self.node = None  # the worker's node name, known once its consumer exists
@@ -111,18 +105,9 @@ class Containment:
         origin = [delivery.get("exchange") or "", delivery.get("routing_key") or ""]
         with self.app.producer_or_acquire() as producer:
             if runs < self.max_unfinished_runs:
-                delay = self.rerun_delay(runs)
-                update = {RUNS_HEADER: runs}
-                if delay:
-                    update["eta"] = datetime.fromtimestamp(self.clock() + delay, timezone.utc).isoformat()
-                producer.publish(exchange=origin[0], routing_key=origin[1], **self._retry, **_copy(message, update))
-                logger.warning(
-                    "task %s[%s] ended unfinished %d time(s): sent again, to run in %g s or later",
-                    task_name,
-                    task_id,
-                    runs,
-                    delay,
-                )
+                copy = _copy(message, {RUNS_HEADER: runs})
+                producer.publish(exchange=origin[0], routing_key=origin[1], **self._retry, **copy)
+                logger.warning("task %s[%s] ended unfinished %d time(s): sent again", task_name, task_id, runs)
             else:
                 dead = {"at": self.clock(), "node": self.node}
                 arguments = _copy(message, {RUNS_HEADER: runs, ORIGIN_HEADER: origin, DEAD_LETTERED_HEADER: dead})
@@ -144,12 +129,6 @@ class Containment:
                 self._mark_failure(message, runs)
         message.ack()
         return True
-
-    def rerun_delay(self, runs: int) -> float:
-        """Seconds before the copy of a message with RUNS unfinished runs may run: none after the
-        first (most crashes have nothing to do with the task that was running), then the rerun delay,
-        doubled for each further run."""
-        return 0.0 if runs < 2 else self.rerun_delay_seconds * 2 ** (runs - 2)
 
     def _mark_failure(self, message, runs: int) -> None:
         task = self.app.tasks.get((message.headers or {}).get("task"))

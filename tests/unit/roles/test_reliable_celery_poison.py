@@ -144,19 +144,3 @@ def test_replay_needs_task_ids_or_all():
         poison.main(["replay"])
     with pytest.raises(SystemExit):
         poison.main(["replay", "--all", "an-id"])
-
-
-@pytest.mark.parametrize(("runs_before", "delay"), [(0, None), (1, 10), (2, 20)])
-def test_from_the_second_unfinished_run_a_copy_waits_the_rerun_delay_doubled_per_run(app, runs_before, delay):
-    send(app)
-    containment = poison.Containment(app, 5, DEAD, rerun_delay_seconds=10, clock=NOW.timestamp)
-    message = returned(receive(app))
-    message.headers[poison.RUNS_HEADER] = runs_before
-    assert containment.take(message) is True
-
-    copy = receive(app)
-    assert copy.headers[poison.RUNS_HEADER] == runs_before + 1
-    eta = copy.headers.get("eta")
-    assert (eta and datetime.fromisoformat(eta)) == (delay and NOW + timedelta(seconds=delay))
-    # Handed back before its ETA, the copy cannot have run: not counted.
-    assert poison.unfinished_runs(returned(copy), NOW) == (None if delay else runs_before + 2)
