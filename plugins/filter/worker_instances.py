@@ -17,8 +17,9 @@ LOGLEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 STRATEGIES = ("drain", "handover")
 _KEYS = {
     "name", "app", "queues", "pool", "concurrency", "autoscale", "max_tasks_per_child",
-    "max_memory_per_child", "loglevel", "extra_args", "environment", "restart_strategy",
+    "max_memory_per_child", "loglevel", "extra_args", "environment", "restart_strategy", "mingle",
 }  # fmt: skip
+WITHOUT_MINGLE = "--without-mingle"
 
 # `celery worker` options the role sets itself (or that would start a second beat, detach from
 # systemd, or change the node's identity), long and short. Short options that take a value end a
@@ -54,6 +55,8 @@ def worker_options(instance):
     for key in ("concurrency", "autoscale", "max_tasks_per_child", "max_memory_per_child"):
         if instance.get(key) is not None:
             options.append("--%s=%s" % (key.replace("_", "-"), instance[key]))
+    if not instance["mingle"] and WITHOUT_MINGLE not in instance["extra_args"]:
+        options.append(WITHOUT_MINGLE)
     return options + instance["extra_args"]
 
 
@@ -93,16 +96,27 @@ def _instance(index, entry, app, restart_strategy):
         "extra_args": entry.get("extra_args", []),
         "environment": entry.get("environment", {}),
         "restart_strategy": entry.get("restart_strategy", restart_strategy),
+        "mingle": entry.get("mingle", False),
     }
     if isinstance(instance["queues"], str):
         instance["queues"] = [queue.strip() for queue in instance["queues"].split(",")]
     _check_choices(instance, entry, fail)
     _add_pool_size(instance, entry, fail)
     _check_extra_args(instance["extra_args"], where, fail)
+    _check_mingle(instance, fail)
     if not isinstance(instance["environment"], dict):
         fail("environment", "must be a mapping of variable names to values")
     instance["options"] = worker_options(instance)
     return instance
+
+
+def _check_mingle(instance, fail):
+    if isinstance(instance["mingle"], str) and instance["mingle"].lower() in ("true", "false", "yes", "no"):
+        instance["mingle"] = instance["mingle"].lower() in ("true", "yes")
+    if not isinstance(instance["mingle"], bool):
+        fail("mingle", "must be true or false")
+    if instance["mingle"] and WITHOUT_MINGLE in instance["extra_args"]:
+        fail("mingle", f"must be false (or {WITHOUT_MINGLE} left out of extra_args): extra_args has {WITHOUT_MINGLE}")
 
 
 def _name(index, entry):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import time
 
 import pytest
 from conftest import SLOTS, current_slot, journal, main_pid, unit_properties, wait_for
@@ -26,7 +27,7 @@ def test_unit_properties(host, instance: str) -> None:
         # celery_worker_max_task_seconds 240 + the default 60 s margin
         "TimeoutStopUSec": "5min",
         "Restart": "always",
-        "RestartUSec": "1s",
+        "RestartUSec": "0",  # a ready worker restarts at once; one that cannot start pauses first
         "StartLimitIntervalUSec": "0",
         "User": "celery",
         "Group": "celery",
@@ -147,3 +148,24 @@ def test_a_worker_killed_six_times_within_ten_seconds_starts_again(host) -> None
     # The marker is gone while the unit is stopped (its runtime directory with it).
     wait_for(lambda: f'"pid": {main_pid(host, unit)},' in host.run(f"cat {marker}").stdout, 60, "the worker ready")
     assert unit_properties(host, unit, "ActiveState")["ActiveState"] == "active", journal(host, unit)
+
+
+def test_a_worker_that_cannot_start_pauses_before_each_restart(host) -> None:
+    """The restart pause (celery_worker_restart_seconds, 1 s) applies to a worker that ended before
+    it was ready: with RestartSec=0 alone, this slot restarted 155 times in 5 s."""
+    current, _marker = current_slot(host, "reports")
+    (other,) = (f"{prefix}reports.service" for prefix, _suffix in SLOTS if f"{prefix}reports.service" != current)
+    drop_in = f"/run/systemd/system/{other}.d/cannot-start.conf"
+    host.check_output(
+        f"mkdir -p /run/systemd/system/{other}.d && printf '[Service]\\nExecStart=\\nExecStart=/bin/false\\n' > {drop_in}"
+        " && systemctl daemon-reload"
+    )
+    try:
+        host.check_output(f"systemctl start {other}")
+        time.sleep(5)
+        restarts = int(unit_properties(host, other, "NRestarts")["NRestarts"])
+    finally:
+        host.run(f"systemctl stop {other}; rm {drop_in}; rmdir /run/systemd/system/{other}.d; systemctl daemon-reload")
+        host.run(f"systemctl reset-failed {other}")
+    assert 2 <= restarts <= 8, journal(host, other)
+    assert unit_properties(host, other, "ActiveState")["ActiveState"] == "inactive"

@@ -45,7 +45,7 @@ REPO = Path(__file__).parents[3]
 # chaos-host-vars.yml: the longest task 30 s + margin 15 s = RabbitMQ's consumer timeout. A killed
 # worker's tasks come back when it starts again: RabbitMQ requeues them as soon as the connection
 # drops, on Redis the new process puts back what its predecessor held (visibility leases), after
-# systemd's RestartSec and the worker's start-up.
+# the worker's start-up (a worker that was ready restarts at once).
 LONGEST_TASK_TIMEOUT = 30 + 15
 REDELIVERY_BOUND = 20 if SPEAKS_REDIS else 15
 # Faults that may cut a running task short or lose its ack: its task then runs again

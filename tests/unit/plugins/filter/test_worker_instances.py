@@ -29,6 +29,13 @@ def test_defaults_are_filled_and_options_built() -> None:
     ]
 
 
+def test_mingle_is_off_unless_asked() -> None:
+    assert one()["options"][-1] == "--without-mingle"
+    assert one(extra_args=["--without-mingle"])["options"].count("--without-mingle") == 1
+    assert "--without-mingle" not in one(mingle=True)["options"]
+    assert "--without-mingle" not in one(mingle="true")["options"]
+
+
 def test_values_are_used_as_the_argument_spec_converts_them() -> None:
     instance = worker_instances([{"name": 2, "queues": "celery,reports", "concurrency": "3"}], APP, "drain")[0]
     assert instance["name"] == "2"
@@ -52,6 +59,8 @@ def test_values_are_used_as_the_argument_spec_converts_them() -> None:
         ({"name": "w", "extra_args": ["--a b"]}, "without whitespace"),
         ({"name": "w", "restart_strategy": "kill"}, "restart_strategy must be"),
         ({"name": "w", "quues": ["a"]}, "unknown keys"),
+        ({"name": "w", "mingle": "sometimes"}, "mingle must be true or false"),
+        ({"name": "w", "mingle": True, "extra_args": ["--without-mingle"]}, "mingle must be false"),
     ],
 )
 def test_bad_entries_name_the_instance_and_field(entry: dict, message: str) -> None:
