@@ -100,8 +100,22 @@ REDIS_SERVER = os.environ.get("TEST_REDIS_SERVER") or "redis"
 REDIS_CLI = f"{REDIS_SERVER}-cli"
 REDIS_SERVICE = f"{REDIS_SERVER}-server.service"
 REDIS_CONFIG_DIR = f"/etc/{REDIS_SERVER}"
+# The celery_broker role's own Redis administrator: its password is in a root-only file.
+REDIS_ADMIN = "celery-broker-admin"
+REDIS_ADMIN_SECRET = f"{REDIS_CONFIG_DIR}/{REDIS_ADMIN}.secret"
 # The Debian suite of the scenario's hosts (scripts/molecule.sh).
 SUITE = os.environ.get("TESTHOST_SUITE", "bookworm")
+
+
+def redis_cli(host, *args: str, user: str | None = REDIS_ADMIN, password: str | None = None):
+    """redis-cli (valkey-cli) on the broker HOST as USER: the broker role's administrator by default
+    (the workers' user may not administer), with PASSWORD or else the administrator's secret; None: no login."""
+    if user is None:
+        return host.run(f"{REDIS_CLI} {shlex.join(args)}")
+    secret = f'"$(cat {REDIS_ADMIN_SECRET})"' if password is None else shlex.quote(password)
+    login = f"--no-auth-warning --user {shlex.quote(user)}"
+    return host.run(f"REDISCLI_AUTH={secret} {REDIS_CLI} {login} {shlex.join(args)}")
+
 
 # What the roles manage on a host; a run that must change nothing leaves this unchanged.
 MANAGED_PATHS = "/etc/celery /etc/systemd/system /opt/celery /var/lib/celery /etc/redis /etc/valkey /etc/rabbitmq"

@@ -10,8 +10,8 @@ import subprocess
 import time
 
 import pytest
-from conftest import current_slot, journal, main_pid, record_figures, send_tasks, task_events, wait_for
-from test_chaos import BROKER_KIND, INSTANCE, WORKERS, Fleet, task_runs
+from conftest import current_slot, journal, main_pid, record_figures, redis_cli, send_tasks, task_events, wait_for
+from test_chaos import INSTANCE, WORKERS, Fleet, task_runs
 
 LEASE = 10  # celery_worker_redis_lease_seconds
 RESTORE_INTERVAL = 5  # celery_worker_redis_restore_interval_seconds
@@ -37,12 +37,6 @@ def succeeded(fleet: Fleet, task_ids: list[str]) -> bool:
 
 def next_start_after(fleet: Fleet, task_id: str, moment: float, on: list[str] = WORKERS) -> dict | None:
     return next((start for start, _end in runs(fleet, task_id, on) if start["t"] > moment), None)
-
-
-def broker_admin(fleet: Fleet, command: str) -> str:
-    """A command to the broker as the broker role's administrator (the workers' user may not)."""
-    auth = f"AUTH celery-broker-admin $(cat /etc/{BROKER_KIND}/celery-broker-admin.secret)"
-    return fleet.broker.check_output(f'{{ echo "{auth}"; echo {command!r}; }} | {BROKER_KIND}-cli --no-auth-warning')
 
 
 def consuming_only_on(fleet: Fleet, name: str):
@@ -148,7 +142,7 @@ def test_a_task_running_when_its_workers_broker_connection_drops_runs_once(fleet
     unit, _marker = current_slot(fleet.workers[name], INSTANCE)
     pid = main_pid(fleet.workers[name], unit)
     dropped_at = fleet.broker.check_output("date +%s")
-    broker_admin(fleet, "CLIENT KILL TYPE normal")
+    redis_cli(fleet.broker, "CLIENT", "KILL", "TYPE", "normal")
     wait_for(
         lambda: (
             "Connection to broker lost"
@@ -158,7 +152,7 @@ def test_a_task_running_when_its_workers_broker_connection_drops_runs_once(fleet
         "the worker to see its connection drop",
     )
     wait_for(lambda: succeeded(fleet, [task_id]), 2 * LEASE + 60, "the task to succeed", interval=2)
-    wait_for(lambda: task_id not in broker_admin(fleet, "HVALS unacked"), 30, "the task's ack")
+    wait_for(lambda: task_id not in redis_cli(fleet.broker, "HVALS", "unacked").stdout, 30, "the task's ack")
     time.sleep(RESTORE_INTERVAL + 2)
     assert len(runs(fleet, task_id)) == 1, runs(fleet, task_id)
     assert main_pid(fleet.workers[name], unit) == pid, journal(fleet.workers[name], unit, 100)
@@ -172,7 +166,7 @@ def test_a_task_that_ends_early_in_a_long_drain_after_a_reconnect_runs_once(flee
     host = fleet.workers[name]
     other, other_unit = consuming_only_on(fleet, name)
     try:
-        broker_admin(fleet, "CLIENT KILL TYPE normal")
+        redis_cli(fleet.broker, "CLIENT", "KILL", "TYPE", "normal")
         time.sleep(3)
         short, long = send_tasks(host, [("example.sleep", [4], ""), ("example.sleep", [3 * LEASE], "")])
         started_on(fleet, short, name)

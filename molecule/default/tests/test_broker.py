@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 from conftest import (
+    REDIS_ADMIN_SECRET,
     current_unit,
     recap,
+    redis_cli,
     run_playbook,
     send_tasks,
     shared_playbook,
@@ -16,18 +18,11 @@ from conftest import (
 )
 
 PASSWORD = "Broker-Secret-7f3a-0d2c9e"  # noqa: S105 - the test broker's password
-ADMIN_SECRET = "/etc/redis/celery-broker-admin.secret"  # noqa: S105 - a path
 
 
 def redis(host, *args: str, password: str | None = PASSWORD):
-    auth = f"REDISCLI_AUTH={password} " if password else ""
-    return host.run(f"{auth}redis-cli --no-auth-warning -h 127.0.0.1 {' '.join(args)}")
-
-
-def redis_admin(host, *args: str):
-    """As the role's own administrator, whose password only root can read."""
-    auth = f'REDISCLI_AUTH="$(cat {ADMIN_SECRET})" '
-    return host.run(f"{auth}redis-cli --no-auth-warning -h 127.0.0.1 --user celery-broker-admin {' '.join(args)}")
+    """As a worker would: the default user with the broker password (None: no login)."""
+    return redis_cli(host, *args, user=None if password is None else "default", password=password)
 
 
 def test_redis_refuses_clients_without_the_password(host) -> None:
@@ -43,7 +38,7 @@ def test_redis_refuses_clients_without_the_password(host) -> None:
     [("appendonly", "yes"), ("appendfsync", "everysec"), ("maxmemory-policy", "noeviction"), ("bind", "127.0.0.1")],
 )
 def test_redis_runs_with_the_reliable_settings(host, setting: str, value: str) -> None:
-    assert redis_admin(host, "config", "get", setting).stdout.split() == [setting, value]
+    assert redis_cli(host, "config", "get", setting).stdout.split() == [setting, value]
 
 
 def test_redis_configuration_is_not_world_readable_and_holds_no_password(host) -> None:
@@ -51,7 +46,7 @@ def test_redis_configuration_is_not_world_readable_and_holds_no_password(host) -
         config = host.file(path)
         assert (config.user, config.group, config.mode) == ("redis", "redis", 0o640)
         assert PASSWORD not in config.content_string
-    secret = host.file(ADMIN_SECRET)
+    secret = host.file(REDIS_ADMIN_SECRET)
     assert (secret.user, secret.group, secret.mode) == ("root", "root", 0o600)
     assert PASSWORD not in host.check_output("ps -eo args --no-headers")
 
@@ -62,9 +57,9 @@ def test_redis_configuration_is_not_world_readable_and_holds_no_password(host) -
 def test_the_legacy_password_cannot_administer_redis(host, command: str) -> None:
     """celery_broker_password alone makes the default user a worker: no administration commands."""
     # Redis refuses DEBUG to everyone (enable-debug-command no) before it checks the ACL: ask the ACL.
-    dry_run = redis_admin(host, "acl", "dryrun", "default", command).stdout
+    dry_run = redis_cli(host, "acl", "dryrun", "default", *command.split()).stdout
     assert f"no permissions to run the '{command.split(maxsplit=1)[0]}" in dry_run, dry_run
-    answer = redis(host, command)
+    answer = redis(host, *command.split())
     assert "NOPERM" in answer.stdout + answer.stderr or command.startswith("debug"), answer.stdout + answer.stderr
     assert redis(host, "ping").stdout.strip() == "PONG"
 

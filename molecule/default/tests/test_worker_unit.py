@@ -155,9 +155,10 @@ def test_a_worker_that_cannot_start_pauses_before_each_restart(host) -> None:
     it was ready: with RestartSec=0 alone, this slot restarted 155 times in 5 s."""
     current, _marker = current_slot(host, "reports")
     (other,) = (f"{prefix}reports.service" for prefix, _suffix in SLOTS if f"{prefix}reports.service" != current)
-    drop_in = f"/run/systemd/system/{other}.d/cannot-start.conf"
+    drop_ins = f"/run/systemd/system/{other}.d"
+    drop_in = f"{drop_ins}/cannot-start.conf"
     host.check_output(
-        f"mkdir -p /run/systemd/system/{other}.d && printf '[Service]\\nExecStart=\\nExecStart=/bin/false\\n' > {drop_in}"
+        f"mkdir -p {drop_ins} && printf '[Service]\\nExecStart=\\nExecStart=/bin/false\\n' > {drop_in}"
         " && systemctl daemon-reload"
     )
     try:
@@ -165,7 +166,7 @@ def test_a_worker_that_cannot_start_pauses_before_each_restart(host) -> None:
         time.sleep(5)
         restarts = int(unit_properties(host, other, "NRestarts")["NRestarts"])
     finally:
-        host.run(f"systemctl stop {other}; rm {drop_in}; rmdir /run/systemd/system/{other}.d; systemctl daemon-reload")
+        host.run(f"systemctl stop {other}; rm {drop_in}; rmdir {drop_ins}; systemctl daemon-reload")
         host.run(f"systemctl reset-failed {other}")
     assert 2 <= restarts <= 8, journal(host, other)
     assert unit_properties(host, other, "ActiveState")["ActiveState"] == "inactive"

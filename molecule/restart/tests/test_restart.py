@@ -14,6 +14,7 @@ from conftest import (
     current_unit,
     journal,
     main_pid,
+    redis_cli,
     run_playbook,
     scenario_file,
     send_tasks,
@@ -26,8 +27,6 @@ from conftest import (
 INSTANCE = "default"
 SLOT_UNITS = [f"{prefix}{INSTANCE}.service" for prefix, _suffix in SLOTS]
 # The celery_broker role's own Redis administrator (roles/celery_broker/README.md).
-REDIS_ADMIN = "celery-broker-admin"
-REDIS_ADMIN_SECRET = "/etc/redis/celery-broker-admin.secret"  # noqa: S105 - a path
 
 
 def now(host) -> str:
@@ -235,8 +234,7 @@ def test_kill_after_kills_what_is_left_and_keeps_the_killed_task_for_redelivery(
     assert int(timings["new_pid"]) != old_pid
     assert not starts_and_ends(task_events(host), [long_id])[long_id]["end"], "the killed task ended"
     # As the broker role's administrator: the workers' user (the default one here) may not HVALS.
-    admin = f'REDISCLI_AUTH="$(cat {REDIS_ADMIN_SECRET})" redis-cli --no-auth-warning --user {REDIS_ADMIN}'
-    unacked = host.check_output(f"{admin} -n 0 hvals unacked")
+    unacked = redis_cli(host, "-n", "0", "hvals", "unacked").stdout
     assert long_id in unacked, "the killed task's message is gone from Redis: it would be lost"
 
 

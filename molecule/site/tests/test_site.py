@@ -11,7 +11,6 @@ from urllib.parse import quote
 
 import pytest
 from conftest import (
-    REDIS_CLI,
     REDIS_CONFIG_DIR,
     REDIS_SERVICE,
     current_node,
@@ -22,6 +21,7 @@ from conftest import (
     main_pid,
     recap,
     record_figures,
+    redis_cli,
     run_playbook,
     scenario_file,
     scenario_host,
@@ -47,9 +47,6 @@ SECRETS = (
     *(quote(password, safe="") for password in REDIS_PASSWORDS.values()),
     FLOWER_PASSWORD,
 )
-# The celery_broker role's own administrator: its password is in a root-only file on the broker.
-REDIS_ADMIN = "celery-broker-admin"
-REDIS_ADMIN_SECRET = f"{REDIS_CONFIG_DIR}/celery-broker-admin.secret"
 TICK_SECONDS = 5.0
 # What the roles manage, without /var/lib: the workers record every beat tick there.
 SITE_PATHS = f"/etc/celery /etc/systemd/system {REDIS_CONFIG_DIR} /opt/celery /opt/celery-beat /opt/celery-flower"
@@ -58,15 +55,6 @@ SITE_PATHS = f"/etc/celery /etc/systemd/system {REDIS_CONFIG_DIR} /opt/celery /o
 @pytest.fixture(scope="module")
 def fleet() -> dict:
     return {name: scenario_host(name) for name in (BROKER, WORKER1, WORKER2, BEAT)}
-
-
-def redis_cli(host, *args: str, user: str | None = REDIS_ADMIN, password: str | None = None):
-    """redis-cli (valkey-cli) on the broker host as USER (the role's administrator by default; None: no login)."""
-    if user is None:
-        return host.run(f"{REDIS_CLI} {shlex.join(args)}")
-    secret = f'"$(cat {REDIS_ADMIN_SECRET})"' if password is None else shlex.quote(password)
-    login = f"--no-auth-warning --user {shlex.quote(user)}"
-    return host.run(f"REDISCLI_AUTH={secret} {REDIS_CLI} {login} {shlex.join(args)}")
 
 
 def test_tasks_routed_to_a_queue_run_only_on_the_hosts_consuming_it(fleet) -> None:
