@@ -26,7 +26,6 @@ from conftest import (
 
 INSTANCE = "default"
 SLOT_UNITS = [f"{prefix}{INSTANCE}.service" for prefix, _suffix in SLOTS]
-# The celery_broker role's own Redis administrator (roles/celery_broker/README.md).
 
 
 def now(host) -> str:
