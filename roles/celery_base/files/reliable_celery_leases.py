@@ -167,7 +167,9 @@ class Leases:
             pipe.hdel(unacked, tag)
             if payload:
                 body, exchange, routing_key = json.loads(payload)
-                channel._do_restore_message(body, exchange, routing_key, pipe, leftmost=True)
+                # kombu publishes with LPUSH and consumes with BRPOP: RPUSH (leftmost=False) puts
+                # the message where the next BRPOP takes it, not behind the whole queue.
+                channel._do_restore_message(body, exchange, routing_key, pipe, leftmost=False)
             return True
 
         return client.transaction(transaction, index, unacked, value_from_callable=True)

@@ -180,7 +180,8 @@ def test_a_new_process_puts_back_what_its_predecessor_held(setup) -> None:
     successor = leases.Leases(40)
     successor.node = "default@host"
     assert sorted(successor.restore_predecessor(channel)) == ["t1", "t2"]
-    assert sorted(channel.restored) == [("t1", True), ("t2", True)]
+    # At the head of their queue (RPUSH, kombu's leftmost=False): they run before the backlog.
+    assert sorted(channel.restored) == [("t1", False), ("t2", False)]
     assert redis.zsets[INDEX] == {}
     assert redis.hashes[UNACKED] == {}
     assert record(redis) == {}
