@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -160,19 +159,19 @@ def test_a_new_slot_that_is_not_ready_in_time_is_stopped_and_the_old_one_runs_on
     old_unit = current_unit(host, INSTANCE)
     old_pid = main_pid(host, old_unit)
     other = next(unit for unit in SLOT_UNITS if unit != old_unit)
-    # The new slot starts its worker 5 s late (a worker is ready within 0.4 s of its start).
-    (exec_start,) = (
-        line for line in host.check_output(f"systemctl cat {other}").splitlines() if line.startswith("ExecStart=")
-    )
-    command = exec_start.removeprefix("ExecStart=")
-    late = f"[Service]\nExecStart=\nExecStart=/bin/sh -c 'sleep 5; exec \"$$@\"' sh {command}\n"
+    # The new slot's Python sleeps 5 s before it runs anything (a worker is ready within 0.4 s of its
+    # start); the module's check that the app loads runs without this drop-in's environment.
+    late = "/run/reliable-celery-test-late-start"
     drop_ins = f"/run/systemd/system/{other}.d"
     drop_in = f"{drop_ins}/90-test-late-start.conf"
-    host.check_output(f"mkdir -p {drop_ins} && printf %s {shlex.quote(late)} > {drop_in} && systemctl daemon-reload")
+    host.check_output(
+        f"mkdir -p {late} {drop_ins} && echo 'import time; time.sleep(5)' > {late}/sitecustomize.py"
+        f" && printf '[Service]\\nEnvironment=PYTHONPATH={late}\\n' > {drop_in} && systemctl daemon-reload"
+    )
     try:
         result = restart_module(restart_strategy="handover", restart_ready_timeout=0.3)
     finally:
-        host.run(f"rm {drop_in}; rmdir {drop_ins}; systemctl daemon-reload")
+        host.run(f"rm -r {late} {drop_in}; rmdir {drop_ins}; systemctl daemon-reload")
     assert result.returncode != 0, result.stdout[-3000:]
     message = " ".join((result.stdout + result.stderr).split())
     assert "did not report ready (readiness=marker) within 0 s" in message, message
