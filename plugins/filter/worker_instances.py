@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 from ansible.errors import AnsibleFilterError
+from ansible.module_utils.parsing.convert_bool import boolean
 
 APP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -111,9 +112,9 @@ def _instance(index, entry, app, restart_strategy):
 
 
 def _check_mingle(instance, fail):
-    if isinstance(instance["mingle"], str) and instance["mingle"].lower() in ("true", "false", "yes", "no"):
-        instance["mingle"] = instance["mingle"].lower() in ("true", "yes")
-    if not isinstance(instance["mingle"], bool):
+    try:
+        instance["mingle"] = boolean(instance["mingle"])  # as the argument spec converts a bool
+    except TypeError:
         fail("mingle", "must be true or false")
     if instance["mingle"] and WITHOUT_MINGLE in instance["extra_args"]:
         fail("mingle", f"must be false (or {WITHOUT_MINGLE} left out of extra_args): extra_args has {WITHOUT_MINGLE}")
