@@ -150,6 +150,27 @@ def test_a_worker_killed_six_times_within_ten_seconds_starts_again(host) -> None
     assert unit_properties(host, unit, "ActiveState")["ActiveState"] == "active", journal(host, unit)
 
 
+def test_a_ready_worker_that_is_killed_starts_again_at_once(host) -> None:
+    """No pause for a worker that was ready: systemd starts it again within ms of its death (with the
+    former RestartSec=1, 1.14 s; a pause by mistake would be celery_worker_restart_seconds, 1 s)."""
+    unit, marker = current_slot(host, "reports")
+    pid = main_pid(host, unit)
+    wait_for(lambda: f'"pid": {pid},' in host.run(f"cat {marker}").stdout, 60, "the worker ready")
+    since = host.check_output("date +%s")
+    host.check_output(f"kill -KILL {pid}")
+    wait_for(lambda: main_pid(host, unit) not in (0, pid), 30, "the worker's next main process")
+    entries = [
+        json.loads(line) for line in host.check_output(f"journalctl -u {unit} -o json --since @{since}").splitlines()
+    ]
+    died = next(int(e["__REALTIME_TIMESTAMP"]) for e in entries if "Main process exited" in str(e.get("MESSAGE")))
+    started = next(
+        int(e["__REALTIME_TIMESTAMP"])
+        for e in entries
+        if str(e.get("MESSAGE")).startswith("Started") and int(e["__REALTIME_TIMESTAMP"]) > died
+    )
+    assert (started - died) / 1e6 < 1.0, journal(host, unit)
+
+
 def test_a_worker_that_cannot_start_pauses_before_each_restart(host) -> None:
     """The restart pause (celery_worker_restart_seconds, 1 s) applies to a worker that ended before
     it was ready: with RestartSec=0 alone, this slot restarted 155 times in 5 s."""
