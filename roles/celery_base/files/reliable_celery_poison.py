@@ -11,13 +11,16 @@ queues and Redis count nothing. So the count travels in the message:
   kombu's Redis transport on every restore) may have run, unless its ETA is still ahead (a worker
   only holds such a message). Its unfinished runs are its header ``reliable_celery_unfinished_runs``
   plus the one it comes back from;
-- below the limit, the worker publishes a copy with the new count to where the message was sent,
-  then acks the message: the copy runs like any other task (at the end of its queue);
+- below the limit, the message goes back with the new count. On Redis, in one transaction, the
+  worker takes it out of its unacked messages and puts it back at the head of its queue, as kombu's
+  own restore does but counted: it keeps its place (behind a backlog a killed worker's task would
+  otherwise start again only after the whole queue) and no death between two steps leaves two
+  copies. On RabbitMQ, which has no head to put it back to, the worker publishes a copy to where
+  the message was sent, then acks the message: the copy runs at the end of its queue, and a worker
+  that dies between the publish and the ack leaves both, so the task may run once more;
 - at the limit, the worker publishes it to the dead-letter queue instead, marks the task FAILURE
   (``WorkerLostError``) in the result backend and acks it. ``python -m reliable_celery_poison list``
   shows the dead letters, ``replay`` sends them back with their count reset.
-
-A worker that dies between the publish and the ack leaves both: the task may run once more.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from datetime import datetime, timezone
 from billiard.exceptions import WorkerLostError
 from celery.worker.request import Request
 from kombu import Queue
+from kombu.transport import redis as redis_transport
+from kombu.utils.json import dumps, loads
 
 logger = logging.getLogger("reliable_celery.poison")
 
@@ -43,6 +48,8 @@ DEAD_LETTERED_HEADER = "reliable_celery_dead_lettered"
 COPIED_PROPERTIES = ("correlation_id", "reply_to", "priority", "delivery_mode")
 # Headers a copy drops: kombu's Redis transport marks restored messages with `redelivered`.
 DROPPED_HEADERS = ("redelivered",)
+# kombu's Redis channel internals that put a message back counted, at the head of its queue.
+REDIS_INTERNALS = ("unacked_key", "unacked_index_key", "_lookup", "_q_for_pri", "_get_message_priority")
 
 
 def unfinished_runs(message, now: datetime) -> int | None:
@@ -75,6 +82,37 @@ def _copy(message, headers_update: dict, drop=()) -> dict:
     }
 
 
+def _redis_channel(message):
+    """The message's channel when it is kombu's Redis channel with the internals put_back_counted uses."""
+    channel = message.channel
+    if isinstance(channel, redis_transport.Channel) and all(hasattr(channel, name) for name in REDIS_INTERNALS):
+        return channel
+    return None
+
+
+def put_back_counted(channel, tag: str, runs: int) -> None:
+    """Redis: in one transaction, the message of TAG leaves the unacked messages and goes back to
+    the head of its queue (kombu publishes with LPUSH and consumes with BRPOP: RPUSH) with RUNS
+    unfinished runs counted and no mark of a return, so that its next delivery is a first one."""
+
+    def transaction(pipe):
+        payload = pipe.hget(channel.unacked_key, tag)
+        pipe.multi()
+        pipe.zrem(channel.unacked_index_key, tag)
+        pipe.hdel(channel.unacked_key, tag)
+        if payload:  # else a sweep put it back meanwhile, and it counts there
+            message, exchange, routing_key = loads(payload)
+            message["headers"][RUNS_HEADER] = runs
+            for marks in (message["headers"], message["properties"].get("delivery_info", {})):
+                marks.pop("redelivered", None)
+            priority = channel._get_message_priority(message, reverse=False)
+            for queue in channel._lookup(exchange, routing_key):
+                pipe.rpush(channel._q_for_pri(queue, priority), dumps(message))
+
+    with channel.conn_or_acquire() as client:
+        client.transaction(transaction, channel.unacked_key)
+
+
 def dead_letter_queue(name: str) -> Queue:
     """The dead-letter queue: durable, on the default exchange (on Redis a list of that name)."""
     return Queue(name, routing_key=name, durable=True, auto_delete=False)
@@ -94,8 +132,8 @@ class Containment:
         self._retry = {"retry": True, "retry_policy": app.conf.task_publish_retry_policy}
 
     def take(self, message) -> bool:
-        """Publish the message again with its count, or to the dead-letter queue, and ack it: True.
-        False when the message is the worker's to run."""
+        """Put the message back with its count (on RabbitMQ: publish it again and ack it), or
+        dead-letter it: True. False when the message is the worker's to run."""
         runs = unfinished_runs(message, datetime.fromtimestamp(self.clock(), timezone.utc))
         if runs is None:
             return False
@@ -103,6 +141,12 @@ class Containment:
         task_id, task_name = headers.get("id"), headers.get("task")
         delivery = message.delivery_info or {}
         origin = [delivery.get("exchange") or "", delivery.get("routing_key") or ""]
+        redis_channel = _redis_channel(message)
+        if runs < self.max_unfinished_runs and redis_channel is not None:
+            put_back_counted(redis_channel, message.delivery_tag, runs)
+            logger.warning("task %s[%s] ended unfinished %d time(s): put back", task_name, task_id, runs)
+            message.ack()  # kombu's own state: its Redis commands find nothing left to remove
+            return True
         with self.app.producer_or_acquire() as producer:
             if runs < self.max_unfinished_runs:
                 copy = _copy(message, {RUNS_HEADER: runs})

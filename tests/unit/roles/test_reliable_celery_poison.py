@@ -4,12 +4,16 @@ kombu's in-memory transport; molecule's chaos scenarios run it on both brokers."
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from celery import Celery
+from fake_redis import INDEX, UNACKED, FakeRedis
 from kombu import Queue
+from kombu.transport import redis as redis_transport
+from kombu.utils.json import dumps, loads
 
 sys.path.insert(0, str(Path(__file__).parents[3] / "roles" / "celery_base" / "files"))
 import reliable_celery_poison as poison
@@ -144,3 +148,76 @@ def test_replay_needs_task_ids_or_all():
         poison.main(["replay"])
     with pytest.raises(SystemExit):
         poison.main(["replay", "--all", "an-id"])
+
+
+class RedisChannel(redis_transport.Channel):
+    """kombu's Redis channel (its priorities, keys and class) on FakeRedis, routing each message to
+    the queue its routing key names."""
+
+    def __init__(self, redis: FakeRedis) -> None:  # no connection: the fake is the client
+        self.redis = redis
+
+    def conn_or_acquire(self, client=None):
+        return nullcontext(self.redis)
+
+    def _lookup(self, exchange, routing_key, default=None):
+        return [routing_key]
+
+
+class HeldMessage:
+    """A task message a worker holds on Redis, in the unacked hash as kombu's QoS wrote it."""
+
+    def __init__(self, channel: RedisChannel, payload: dict) -> None:
+        self.channel, self.payload, self.acknowledged = channel, payload, False
+        self.delivery_tag = payload["properties"]["delivery_tag"]
+        self.headers, self.delivery_info = payload["headers"], payload["properties"]["delivery_info"]
+        channel.redis.hashes[UNACKED][self.delivery_tag] = dumps([payload, "", "celery"])
+        channel.redis.zsets[INDEX][self.delivery_tag] = 1.0
+
+    def ack(self) -> None:
+        self.acknowledged = True
+
+
+def restored_payload(tag: str, priority: int = 0) -> dict:
+    """A task message as kombu's Redis transport puts it back after its holder died."""
+    return {
+        "body": "W10=",
+        "content-type": "application/json",
+        "headers": {"id": f"id-{tag}", "task": "example.crash", "eta": None, "redelivered": True},
+        "properties": {
+            "delivery_tag": tag,
+            "priority": priority,
+            "delivery_info": {"exchange": "", "routing_key": "celery", "redelivered": True},
+        },
+    }
+
+
+def test_on_redis_a_returned_message_goes_back_counted_to_the_head_of_its_queue(app):
+    redis = FakeRedis()
+    channel = RedisChannel(redis)
+    redis.lists["celery"] = ["backlog-2", "backlog-1"]  # BRPOP takes the last first
+    message = HeldMessage(channel, restored_payload("t1"))
+    assert poison.Containment(app, 3, DEAD).take(message) is True
+    assert message.acknowledged
+    assert redis.hashes[UNACKED] == {}
+    assert redis.zsets[INDEX] == {}
+    assert redis.lists["celery"][:2] == ["backlog-2", "backlog-1"]
+    [put_back] = [loads(payload) for payload in redis.lists["celery"][2:]]
+    assert put_back["headers"][poison.RUNS_HEADER] == 1
+    assert "redelivered" not in put_back["headers"]
+    assert "redelivered" not in put_back["properties"]["delivery_info"]
+    assert put_back["body"] == message.payload["body"]
+
+    # Its next delivery is a first one; a return after it counts the run it comes back from too.
+    again = HeldMessage(channel, put_back)
+    assert poison.unfinished_runs(again, NOW) is None
+    again.delivery_info["redelivered"] = True
+    assert poison.unfinished_runs(again, NOW) == 2
+
+
+def test_on_redis_a_message_goes_back_to_the_list_of_its_priority(app):
+    redis = FakeRedis()
+    channel = RedisChannel(redis)
+    poison.Containment(app, 3, DEAD).take(HeldMessage(channel, restored_payload("t1", priority=5)))
+    assert list(redis.lists) == [channel._q_for_pri("celery", 5)]
+    assert list(redis.lists) != ["celery"]
