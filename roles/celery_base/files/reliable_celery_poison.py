@@ -37,6 +37,7 @@ from celery.worker.request import Request
 from kombu import Queue
 from kombu.transport import redis as redis_transport
 from kombu.utils.json import dumps, loads
+from kombu.utils.uuid import uuid
 
 logger = logging.getLogger("reliable_celery.poison")
 
@@ -93,7 +94,9 @@ def _redis_channel(message):
 def put_back_counted(channel, tag: str, runs: int) -> None:
     """Redis: in one transaction, the message of TAG leaves the unacked messages and goes back to
     the head of its queue (kombu publishes with LPUSH and consumes with BRPOP: RPUSH) with RUNS
-    unfinished runs counted and no mark of a return, so that its next delivery is a first one."""
+    unfinished runs counted and no mark of a return, so that its next delivery is a first one.
+    It gets a new delivery tag, as a publish gives: another worker can take it before this one's
+    ack, whose removal from the unacked messages would otherwise remove that worker's entry."""
 
     def transaction(pipe):
         payload = pipe.hget(channel.unacked_key, tag)
@@ -103,6 +106,7 @@ def put_back_counted(channel, tag: str, runs: int) -> None:
         if payload:  # else a sweep put it back meanwhile, and it counts there
             message, exchange, routing_key = loads(payload)
             message["headers"][RUNS_HEADER] = runs
+            message["properties"]["delivery_tag"] = uuid()
             for marks in (message["headers"], message["properties"].get("delivery_info", {})):
                 marks.pop("redelivered", None)
             priority = channel._get_message_priority(message, reverse=False)

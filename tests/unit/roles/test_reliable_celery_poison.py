@@ -175,6 +175,9 @@ class HeldMessage:
         channel.redis.zsets[INDEX][self.delivery_tag] = 1.0
 
     def ack(self) -> None:
+        """kombu's Redis ack: the tag leaves the unacked messages."""
+        self.channel.redis.zrem(INDEX, self.delivery_tag)
+        self.channel.redis.hdel(UNACKED, self.delivery_tag)
         self.acknowledged = True
 
 
@@ -213,6 +216,25 @@ def test_on_redis_a_returned_message_goes_back_counted_to_the_head_of_its_queue(
     assert poison.unfinished_runs(again, NOW) is None
     again.delivery_info["redelivered"] = True
     assert poison.unfinished_runs(again, NOW) == 2
+
+
+def test_on_redis_a_worker_that_takes_the_message_back_before_the_ack_keeps_holding_it(app):
+    redis = FakeRedis()
+    channel = RedisChannel(redis)
+    message = HeldMessage(channel, restored_payload("t1"))
+    taken = []
+    kombu_ack = message.ack
+
+    def ack_after_another_worker_took_it():
+        taken.append(HeldMessage(channel, loads(redis.lists["celery"].pop())))
+        kombu_ack()
+
+    message.ack = ack_after_another_worker_took_it
+    poison.Containment(app, 3, DEAD).take(message)
+    [other] = taken
+    assert other.delivery_tag != message.delivery_tag
+    assert other.delivery_tag in redis.hashes[UNACKED]
+    assert other.delivery_tag in redis.zsets[INDEX]
 
 
 def test_on_redis_a_message_goes_back_to_the_list_of_its_priority(app):
