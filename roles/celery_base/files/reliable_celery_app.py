@@ -129,6 +129,7 @@ class _LeaseStep(bootsteps.StartStopStep):
                     len(restored),
                     ", ".join(restored),
                 )
+        _leases.record_deliveries(channel.qos)
         _leases.channel = channel
         if reconnected:
             _renew()

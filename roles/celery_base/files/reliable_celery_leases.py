@@ -12,7 +12,9 @@ messages came back only that long after the crash. With leases:
   loop before the running tasks end, from a thread of the wrapper). The visibility timeout becomes
   the time a *dead* worker's messages stay invisible, not the longest task;
 - a record per node: the same transaction stores which tags the node holds and the score it
-  wrote for each (``reliable-celery.leases.NODE``; no expiry: Redis replays a transaction's
+  wrote for each, from the moment kombu appends a delivered message to ``unacked`` (in that
+  transaction too: a worker killed after its fetch, before Celery handled the message, leaves it
+  recorded) (``reliable-celery.leases.NODE``; no expiry: Redis replays a transaction's
   PEXPIRE from its append-only file as PEXPIREAT, which the broker's ACL for workers does not
   grant, and a worker that holds nothing deletes its record);
 - running tasks held through reconnects: kombu puts back in their queues the messages a channel
@@ -46,6 +48,8 @@ import time
 
 import kombu
 from celery.worker.state import active_requests
+from kombu.transport import virtual
+from kombu.utils.json import dumps
 
 logger = logging.getLogger("reliable_celery.leases")
 
@@ -55,6 +59,8 @@ RENEWALS_PER_TIMEOUT = 4
 KOMBU_MINORS = ("5.7",)
 # (object path, attribute) pairs this module calls, or whose behaviour it relies on (the sweep).
 REQUIRED = (
+    ("kombu.transport.redis.QoS", "append"),
+    ("kombu.transport.virtual.QoS", "append"),
     ("kombu.transport.redis.Channel", "_do_restore_message"),
     ("kombu.transport.redis.Channel", "conn_or_acquire"),
     ("kombu.transport.redis.Channel", "unacked_key"),
@@ -111,6 +117,24 @@ class Leases:
             pipe.delete(self.record_key)
         if tags:
             pipe.sadd(self.record_key, *(_member(tag, score) for tag in tags))
+
+    def record_deliveries(self, qos) -> None:
+        """kombu's Redis QoS.append for the channel of QOS (the message in ``unacked`` and its
+        score in ``unacked_index``), with the message recorded in the same transaction."""
+
+        def append(message, delivery_tag):
+            delivery = message.delivery_info
+            entry = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+            score = self.clock()
+            with qos.channel.conn_or_acquire() as client:
+                pipe = client.pipeline()
+                pipe.zadd(qos.unacked_index_key, {delivery_tag: score})
+                pipe.hset(qos.unacked_key, delivery_tag, entry)
+                pipe.sadd(self.record_key, _member(delivery_tag, score))
+                pipe.execute()
+            virtual.QoS.append(qos, message, delivery_tag)
+
+        qos.append = append
 
     def received(self, request) -> None:
         """The message of a task request the worker now holds: lease and record it at once."""

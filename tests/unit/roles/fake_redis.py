@@ -45,6 +45,9 @@ class FakeRedis:
     def hget(self, key, field):
         return self.hashes.get(key, {}).get(field)
 
+    def hset(self, key, field, value):
+        self.hashes.setdefault(key, {})[field] = value
+
     def hdel(self, key, field):
         self.hashes.get(key, {}).pop(field, None)
 

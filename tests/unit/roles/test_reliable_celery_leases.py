@@ -10,6 +10,7 @@ from pathlib import Path
 import kombu
 import pytest
 from kombu.transport import redis as redis_transport
+from kombu.transport import virtual
 
 sys.path.insert(0, str(Path(__file__).parents[3] / "roles" / "celery_base" / "files"))
 import reliable_celery_leases as leases
@@ -18,6 +19,7 @@ from fake_redis import INDEX, UNACKED, FakeRedis
 
 class FakeChannel:
     unacked_index_key, unacked_key = INDEX, UNACKED
+    do_restore = False  # kombu's QoS restores nothing of it when collected
 
     def __init__(self, redis: FakeRedis) -> None:
         self.redis = redis
@@ -37,6 +39,20 @@ class FakeChannel:
 
     def _do_restore_message(self, body, exchange, routing_key, pipe, leftmost=False):
         self.restored.append((body["id"], leftmost))
+
+
+class FakeQoS(virtual.QoS):
+    """kombu's own transactional state of a channel, with the Redis QoS's keys."""
+
+    unacked_index_key, unacked_key = INDEX, UNACKED
+
+
+class DeliveredMessage:
+    """A message as kombu's Redis transport hands it to QoS.append after a fetch."""
+
+    def __init__(self, tag: str) -> None:
+        self._raw = {"id": tag}
+        self.delivery_info = {"exchange": "celery", "routing_key": "celery"}
 
 
 class FakeMessage:
@@ -86,6 +102,21 @@ def test_a_received_message_is_leased_and_recorded_at_once(setup) -> None:
     assert redis.zsets[INDEX]["t1"] == 100.0
     assert record(redis) == {"t1": 100.0}
     assert node.interval == 10
+
+
+def test_a_message_is_recorded_as_kombu_delivers_it_before_celery_handles_it(setup) -> None:
+    redis, channel, _clock, node = setup
+    qos = FakeQoS(channel)
+    node.record_deliveries(qos)
+    qos.append(DeliveredMessage("t1"), "t1")
+    assert redis.zsets[INDEX] == {"t1": 100.0}
+    assert json.loads(redis.hashes[UNACKED]["t1"]) == [{"id": "t1"}, "celery", "celery"]
+    assert list(qos._delivered) == ["t1"]  # kombu's own state, as its append keeps it
+    assert record(redis) == {"t1": 100.0}
+    # The worker is killed before Celery handled it: its successor puts it back at once.
+    successor = leases.Leases(40)
+    successor.node = "default@host"
+    assert successor.restore_predecessor(channel) == ["t1"]
 
 
 def test_renewal_moves_every_held_lease_and_forgets_acked_messages(setup) -> None:
