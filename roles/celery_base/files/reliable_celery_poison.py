@@ -35,7 +35,6 @@ from datetime import datetime, timezone
 from billiard.exceptions import WorkerLostError
 from celery.worker.request import Request
 from kombu import Queue
-from kombu.transport import redis as redis_transport
 from kombu.utils.json import dumps, loads
 from kombu.utils.uuid import uuid
 
@@ -84,11 +83,13 @@ def _copy(message, headers_update: dict, drop=()) -> dict:
 
 
 def _redis_channel(message):
-    """The message's channel when it is kombu's Redis channel with the internals put_back_counted uses."""
+    """The message's channel when it is kombu's Redis channel with the internals put_back_counted uses.
+    kombu's Redis transport is loaded once a worker uses it, and cannot be without Redis's extras."""
+    redis_transport = sys.modules.get("kombu.transport.redis")
     channel = message.channel
-    if isinstance(channel, redis_transport.Channel) and all(hasattr(channel, name) for name in REDIS_INTERNALS):
-        return channel
-    return None
+    if redis_transport is None or not isinstance(channel, redis_transport.Channel):
+        return None
+    return channel if all(hasattr(channel, name) for name in REDIS_INTERNALS) else None
 
 
 def put_back_counted(channel, tag: str, runs: int) -> None:

@@ -3,6 +3,7 @@ kombu's in-memory transport; molecule's chaos scenarios run it on both brokers."
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from contextlib import nullcontext
 from datetime import datetime, timedelta, timezone
@@ -243,3 +244,16 @@ def test_on_redis_a_message_goes_back_to_the_list_of_its_priority(app):
     poison.Containment(app, 3, DEAD).take(HeldMessage(channel, restored_payload("t1", priority=5)))
     assert list(redis.lists) == [channel._q_for_pri("celery", 5)]
     assert list(redis.lists) != ["celery"]
+
+
+def test_the_module_loads_without_kombus_redis_transport():
+    """A RabbitMQ worker's release has no Redis extras: kombu's Redis transport cannot be imported there."""
+    files = Path(poison.__file__).parent
+    code = (
+        "import sys; sys.modules['kombu.transport.redis'] = None; "
+        f"sys.path.insert(0, {str(files)!r}); import reliable_celery_poison"
+    )
+    result = subprocess.run(  # noqa: S603 - a fixed command line
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
