@@ -12,11 +12,11 @@ messages came back only that long after the crash. With leases:
   loop before the running tasks end, from a thread of the wrapper). The visibility timeout becomes
   the time a *dead* worker's messages stay invisible, not the longest task;
 - a record per node: the same transaction stores which tags the node holds and the score it
-  wrote for each, from the moment kombu appends a delivered message to ``unacked`` (in that
-  transaction too: a worker killed after its fetch, before Celery handled the message, leaves it
-  recorded) (``reliable-celery.leases.NODE``; no expiry: Redis replays a transaction's
+  wrote for each (``reliable-celery.leases.NODE``; no expiry: Redis replays a transaction's
   PEXPIRE from its append-only file as PEXPIREAT, which the broker's ACL for workers does not
-  grant, and a worker that holds nothing deletes its record);
+  grant, and a worker that holds nothing deletes its record). A message is recorded in the
+  transaction in which kombu appends it to ``unacked`` at its fetch: a worker killed after a fetch,
+  before Celery handled the message, leaves it recorded;
 - running tasks held through reconnects: kombu puts back in their queues the messages a channel
   holds when the channel closes, and a worker closes its dropped connection's channel when it
   reconnects, while some of those tasks still run: they would run again elsewhere (seen after a
