@@ -34,6 +34,9 @@ messages came back only that long after the crash. With leases:
   message since would have written another score; and when a unit's main process dies, systemd
   SIGKILLs what is left of its cgroup and starts it again only once the cgroup is empty, so no
   process of the predecessor can still run such a message.
+- requeue at the head: a message rejected with requeue goes back where the next fetch takes it, as
+  RabbitMQ requeues, not behind the whole queue as kombu puts it. Celery so rejects the task of a
+  killed pool process (reject on worker lost), which started again only after the backlog.
 
 Everything here uses kombu's and Celery's private attributes: ``probe`` checks them, and the wrapper falls
 back to a visibility timeout that outlasts the longest task when they differ.
@@ -67,6 +70,8 @@ REQUIRED = (
     ("kombu.transport.redis.Channel", "unacked_index_key"),
     ("kombu.transport.redis.Channel", "visibility_timeout"),
     ("kombu.transport.redis.QoS", "restore_visible"),
+    ("kombu.transport.redis.QoS", "restore_by_tag"),
+    ("kombu.transport.virtual.QoS", "ack"),
     ("kombu.transport.redis.Channel", "_pool"),
     ("kombu.transport.virtual.QoS", "_delivered"),
     ("celery.worker.consumer.consumer.Consumer", "on_connection_error_after_connected"),
@@ -135,6 +140,20 @@ class Leases:
             virtual.QoS.append(qos, message, delivery_tag)
 
         qos.append = append
+
+    @staticmethod
+    def requeue_at_head(qos) -> None:
+        """kombu's Redis QoS.reject for the channel of QOS, with a message rejected with requeue put back
+        at the head of its queue (see the module's docstring)."""
+        reject = qos.reject
+
+        def reject_at_head(delivery_tag, requeue=False):
+            if not requeue:
+                return reject(delivery_tag, requeue)
+            qos.restore_by_tag(delivery_tag, leftmost=False)
+            return virtual.QoS.ack(qos, delivery_tag)
+
+        qos.reject = reject_at_head
 
     def received(self, request) -> None:
         """The message of a task request the worker now holds: lease and record it at once."""

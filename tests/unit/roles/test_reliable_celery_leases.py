@@ -14,7 +14,7 @@ from kombu.transport import virtual
 
 sys.path.insert(0, str(Path(__file__).parents[3] / "roles" / "celery_base" / "files"))
 import reliable_celery_leases as leases
-from fake_redis import INDEX, UNACKED, FakeRedis
+from fake_redis import INDEX, UNACKED, FakeRedis, RedisChannel
 
 
 class FakeChannel:
@@ -176,6 +176,25 @@ def test_a_message_another_worker_received_since_is_left_alone(setup) -> None:
     assert successor.restore_predecessor(channel) == []
     assert channel.restored == []
     assert redis.zsets[INDEX] == {"t1": 150.0}
+
+
+def test_a_message_rejected_with_requeue_goes_back_to_the_head_of_its_queue() -> None:
+    """Celery rejects so the task of a killed pool process: kombu would put it behind the backlog."""
+    redis = FakeRedis()
+    qos = redis_transport.QoS(RedisChannel(redis))
+    leases.Leases.requeue_at_head(qos)
+    redis.lists["celery"] = ["backlog-2", "backlog-1"]  # BRPOP takes the last first
+    for tag in ("t1", "t2"):
+        redis.zsets[INDEX][tag] = 100.0
+        redis.hashes[UNACKED][tag] = json.dumps([{"id": tag, "headers": {}, "properties": {}}, "", "celery"])
+        virtual.QoS.append(qos, None, tag)
+    qos.reject("t1", requeue=True)
+    qos.reject("t2", requeue=False)
+    assert [json.loads(payload)["id"] for payload in redis.lists["celery"][2:]] == ["t1"]
+    assert redis.lists["celery"][:2] == ["backlog-2", "backlog-1"]
+    assert redis.zsets[INDEX] == {}
+    assert redis.hashes[UNACKED] == {}
+    assert qos._dirty == {"t1", "t2"}  # kombu forgets them at its next flush
 
 
 def test_the_kombu_of_this_collection_is_one_leases_were_built_for() -> None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from contextlib import nullcontext
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from celery import Celery
-from fake_redis import INDEX, UNACKED, FakeRedis
+from fake_redis import INDEX, UNACKED, FakeRedis, RedisChannel
 from kombu import Queue
 from kombu.transport import redis as redis_transport
 from kombu.utils.json import dumps, loads
@@ -149,20 +148,6 @@ def test_replay_needs_task_ids_or_all():
         poison.main(["replay"])
     with pytest.raises(SystemExit):
         poison.main(["replay", "--all", "an-id"])
-
-
-class RedisChannel(redis_transport.Channel):
-    """kombu's Redis channel (its priorities, keys and class) on FakeRedis, routing each message to
-    the queue its routing key names."""
-
-    def __init__(self, redis: FakeRedis) -> None:  # no connection: the fake is the client
-        self.redis = redis
-
-    def conn_or_acquire(self, client=None):
-        return nullcontext(self.redis)
-
-    def _lookup(self, exchange, routing_key, default=None):
-        return [routing_key]
 
 
 class HeldMessage:
