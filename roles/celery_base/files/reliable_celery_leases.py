@@ -116,13 +116,6 @@ class Leases:
     def interval(self) -> float:
         return self.visibility_timeout / RENEWALS_PER_TIMEOUT
 
-    def _write(self, pipe, channel, tags, score, replace) -> None:
-        pipe.zadd(channel.unacked_index_key, dict.fromkeys(tags, score), xx=True)
-        if replace:
-            pipe.delete(self.record_key)
-        if tags:
-            pipe.sadd(self.record_key, *(_member(tag, score) for tag in tags))
-
     def record_deliveries(self, qos) -> None:
         """kombu's Redis QoS.append for the channel of QOS (the message in ``unacked`` and its
         score in ``unacked_index``), with the message recorded in the same transaction."""
@@ -156,15 +149,8 @@ class Leases:
         qos.reject = reject_at_head
 
     def received(self, request) -> None:
-        """The message of a task request the worker now holds: lease and record it at once."""
-        message = request.message
-        tag = message.delivery_tag
-        self.held[tag] = request
-        channel = message.channel
-        with channel.conn_or_acquire() as client:
-            pipe = client.pipeline()
-            self._write(pipe, channel, [tag], self.clock(), replace=False)
-            pipe.execute()
+        """The message of a task request the worker now holds (recorded at its fetch): renew its lease."""
+        self.held[request.message.delivery_tag] = request
 
     def renew(self) -> int:
         """Renew the lease of every message still held; the record holds exactly those. Returns how many."""
@@ -173,13 +159,14 @@ class Leases:
         channel = self.channel
         if channel is None:
             return 0
-        tags = list(self.held)
+        tags, score = list(self.held), self.clock()
         with channel.conn_or_acquire() as client:
             pipe = client.pipeline()
             if tags:
-                self._write(pipe, channel, tags, self.clock(), replace=True)
-            else:
-                pipe.delete(self.record_key)
+                pipe.zadd(channel.unacked_index_key, dict.fromkeys(tags, score), xx=True)
+            pipe.delete(self.record_key)
+            if tags:
+                pipe.sadd(self.record_key, *(_member(tag, score) for tag in tags))
             pipe.execute()
         return len(tags)
 

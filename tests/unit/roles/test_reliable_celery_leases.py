@@ -58,9 +58,6 @@ class DeliveredMessage:
 class FakeMessage:
     def __init__(self, channel: FakeChannel, tag: str) -> None:
         self.channel, self.delivery_tag, self.acknowledged = channel, tag, False
-        # What kombu's QoS.append wrote when the message was delivered.
-        channel.redis.zsets[INDEX][tag] = 1.0
-        channel.redis.hashes[UNACKED][tag] = json.dumps([{"id": tag}, "celery", "celery"])
 
 
 class FakeRequest:
@@ -70,8 +67,15 @@ class FakeRequest:
         self.message, self.acknowledged = message, False
 
 
-def delivered(channel: FakeChannel, tag: str) -> FakeRequest:
-    return FakeRequest(FakeMessage(channel, tag))
+def delivered(node: leases.Leases, channel: FakeChannel, tag: str) -> FakeRequest:
+    """A message fetched through the channel's QoS, as the worker's lease step wraps it, then
+    received by Celery."""
+    qos = FakeQoS(channel)
+    node.record_deliveries(qos)
+    qos.append(DeliveredMessage(tag), tag)
+    request = FakeRequest(FakeMessage(channel, tag))
+    node.received(request)
+    return request
 
 
 class Clock:
@@ -96,14 +100,6 @@ def record(redis: FakeRedis) -> dict[str, float]:
     return dict(json.loads(member) for member in redis.sets.get(leases.RECORD_KEY % "default@host", set()))
 
 
-def test_a_received_message_is_leased_and_recorded_at_once(setup) -> None:
-    redis, channel, _clock, node = setup
-    node.received(delivered(channel, "t1"))
-    assert redis.zsets[INDEX]["t1"] == 100.0
-    assert record(redis) == {"t1": 100.0}
-    assert node.interval == 10
-
-
 def test_a_message_is_recorded_as_kombu_delivers_it_before_celery_handles_it(setup) -> None:
     redis, channel, _clock, node = setup
     qos = FakeQoS(channel)
@@ -113,6 +109,8 @@ def test_a_message_is_recorded_as_kombu_delivers_it_before_celery_handles_it(set
     assert json.loads(redis.hashes[UNACKED]["t1"]) == [{"id": "t1"}, "celery", "celery"]
     assert list(qos._delivered) == ["t1"]  # kombu's own state, as its append keeps it
     assert record(redis) == {"t1": 100.0}
+    assert node.held == {}, "renewed once Celery received it"
+    assert node.interval == 10
     # The worker is killed before Celery handled it: its successor puts it back at once.
     successor = leases.Leases(40)
     successor.node = "default@host"
@@ -121,9 +119,7 @@ def test_a_message_is_recorded_as_kombu_delivers_it_before_celery_handles_it(set
 
 def test_renewal_moves_every_held_lease_and_forgets_acked_messages(setup) -> None:
     redis, channel, clock, node = setup
-    first, second = delivered(channel, "t1"), delivered(channel, "t2")
-    node.received(first)
-    node.received(second)
+    first, _second = delivered(node, channel, "t1"), delivered(node, channel, "t2")
     first.acknowledged = first.message.acknowledged = True
     del redis.zsets[INDEX]["t1"]  # kombu's ack
     clock.now = 110.0
@@ -134,8 +130,7 @@ def test_renewal_moves_every_held_lease_and_forgets_acked_messages(setup) -> Non
 
 def test_a_lease_is_renewed_until_the_ack_is_sent(setup) -> None:
     redis, channel, clock, node = setup
-    request = delivered(channel, "t1")
-    node.received(request)
+    request = delivered(node, channel, "t1")
     request.acknowledged = True  # in a warm shutdown, Celery sends the ack once the pool has drained
     clock.now = 110.0
     assert node.renew() == 1
@@ -144,7 +139,7 @@ def test_a_lease_is_renewed_until_the_ack_is_sent(setup) -> None:
 
 def test_renewal_never_re_adds_a_message_restored_meanwhile(setup) -> None:
     redis, channel, clock, node = setup
-    node.received(delivered(channel, "t1"))
+    delivered(node, channel, "t1")
     del redis.zsets[INDEX]["t1"]  # another worker's sweep put it back in its queue
     clock.now = 110.0
     node.renew()
@@ -153,8 +148,8 @@ def test_renewal_never_re_adds_a_message_restored_meanwhile(setup) -> None:
 
 def test_a_new_process_puts_back_what_its_predecessor_held(setup) -> None:
     redis, channel, _clock, node = setup
-    node.received(delivered(channel, "t1"))
-    node.received(delivered(channel, "t2"))
+    delivered(node, channel, "t1")
+    delivered(node, channel, "t2")
     successor = leases.Leases(40)
     successor.node = "default@host"
     assert sorted(successor.restore_predecessor(channel)) == ["t1", "t2"]
@@ -167,8 +162,8 @@ def test_a_new_process_puts_back_what_its_predecessor_held(setup) -> None:
 
 def test_a_message_another_worker_received_since_is_left_alone(setup) -> None:
     redis, channel, _clock, node = setup
-    node.received(delivered(channel, "t1"))
-    node.received(delivered(channel, "t2"))
+    delivered(node, channel, "t1")
+    delivered(node, channel, "t2")
     redis.zsets[INDEX]["t1"] = 150.0  # restored after the lease ran out, and received by another worker
     del redis.zsets[INDEX]["t2"], redis.hashes[UNACKED]["t2"]  # acked before the crash
     successor = leases.Leases(40)
