@@ -7,8 +7,9 @@ from __future__ import annotations
 from ansible.errors import AnsibleFilterError
 
 
-def whole_number(value, variable, minimum=0):
-    """VALUE as an int (an int, or digits given as a string on the command line), at least MINIMUM."""
+def whole_number(value, variable, minimum=0, zero_turns_off=False):
+    """VALUE as an int (an int, or digits given as a string on the command line), at least MINIMUM,
+    or 0 when ZERO_TURNS_OFF (the variable's feature)."""
     if isinstance(value, bool):
         number = None
     elif isinstance(value, int):
@@ -17,9 +18,10 @@ def whole_number(value, variable, minimum=0):
         number = int(value.strip())
     else:
         number = None
-    if number is None or number < minimum:
-        raise AnsibleFilterError(f"{variable} must be a whole number >= {minimum}, got {value!r}")
-    return number
+    if number is not None and (number >= minimum or (zero_turns_off and number == 0)):
+        return number
+    allowed = f"0 (off) or a whole number >= {minimum}" if zero_turns_off else f"a whole number >= {minimum}"
+    raise AnsibleFilterError(f"{variable} must be {allowed}, got {value!r}")
 
 
 def delivery_timeouts(max_task_seconds, max_eta_seconds=0, margin_seconds=60, prefix="celery"):

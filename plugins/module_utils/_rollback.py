@@ -66,7 +66,9 @@ def exec_quote(argument):
     return '"%s"' % escaped
 
 
-def drop_in_text(snapshot_dir, credentials, argv):
+def drop_in_text(snapshot_dir, credentials, argv, watched=True):
+    """The rollback drop-in; WATCHED: whether the process ran under systemd's watchdog (a wrapper from
+    before the watchdog sends no WATCHDOG=1, and would be aborted again and again)."""
     lines = [
         "# Written by reliable.celery's celery_worker_restart: its new configuration could not start, so this",
         "# unit runs its previous one again until the next restart. Gone at reboot.",
@@ -77,6 +79,8 @@ def drop_in_text(snapshot_dir, credentials, argv):
     ]
     lines += ["LoadCredential=%s:%s" % (name, os.path.join(snapshot_dir, "credentials", name)) for name in credentials]
     lines += ["ExecStart=", "ExecStart=%s" % " ".join(exec_quote(argument) for argument in argv)]
+    if not watched:
+        lines.append("WatchdogSec=0")
     return "\n".join(lines) + "\n"
 
 
@@ -118,7 +122,8 @@ class Snapshot:
             self._write("settings.json", json.dumps(record["settings"]).encode(), 0o640, gid)
             variables["RELIABLE_CELERY_SETTINGS"] = settings
         self._write("environment", environment_file_text(variables).encode(), 0o600, 0)
-        self._write("drop-in.conf", drop_in_text(self.directory, credentials, record["argv"]).encode(), 0o600, 0)
+        text = drop_in_text(self.directory, credentials, record["argv"], watched="WATCHDOG_USEC" in environ)
+        self._write("drop-in.conf", text.encode(), 0o600, 0)
 
     @property
     def captured(self):

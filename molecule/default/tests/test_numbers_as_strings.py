@@ -13,6 +13,7 @@ AS_STRINGS = {
     "celery_worker_timeout_margin_seconds": "60",
     "celery_worker_redis_restore_interval_seconds": "5",
     "celery_worker_restart_seconds": "1",
+    "celery_worker_watchdog_seconds": "20",
     "celery_worker_redis_lease_seconds": "60",
     "celery_worker_max_unfinished_runs": "3",
     "celery_worker_ready_timeout_seconds": "120",
@@ -37,3 +38,12 @@ def test_a_number_that_is_no_number_is_refused_naming_the_variable(host) -> None
     output = " ".join((result.stdout + result.stderr).split())  # under molecule the failure goes to stderr
     assert "celery_worker_restart_seconds must be a whole number >= 0, got '-5'" in output, output[-3000:]
     assert "TypeError" not in output
+
+
+def test_a_watchdog_below_its_minimum_is_refused_naming_the_variable(host) -> None:
+    result = run_playbook(
+        scenario_file("converge.yml"), "--check", *extra_vars({"celery_worker_watchdog_seconds": "5"})
+    )
+    assert result.returncode != 0
+    output = " ".join((result.stdout + result.stderr).split())
+    assert "celery_worker_watchdog_seconds must be 0 (off) or a whole number >= 10, got '5'" in output, output[-3000:]

@@ -1,6 +1,7 @@
 """Zero lost tasks under faults: while tasks of 0.1-30 s run, inject graceful restarts
 (handler and playbooks/restart.yml), SIGKILLs of a worker's main process and of a pool child, a
-broker restart and a reboot of a worker host. The verdict per task comes from the example app's
+frozen main process (SIGSTOP: systemd's watchdog aborts it), a broker restart and a reboot of a
+worker host. The verdict per task comes from the example app's
 own record of starts and ends on the workers, not from the result backend.
 
 CHAOS_TASKS (default 200) tasks and CHAOS_ROUNDS (default 1) rounds of every fault; CHAOS_SEED
@@ -53,7 +54,7 @@ REDELIVERY_BOUND = 20 if SPEAKS_REDIS else 15
 # drops, the broker requeues every unacked message, and a running late-ack task can no longer be
 # acked; on Redis the unacked messages survive the restart and only the ack of a task that ended
 # while the broker was down is lost (see struck()).
-HARD_FAULTS = {"kill-main", "kill-child", "reboot", "broker-restart"}
+HARD_FAULTS = {"kill-main", "kill-child", "freeze-main", "reboot", "broker-restart"}
 # A pool process records a task's end before the main process acks it: a run that ended this
 # shortly before a fault struck may still have been unacked.
 ACK_SLACK_SECONDS = 1.0
@@ -132,6 +133,23 @@ class Fleet:
         struck = self.workers[name].check_output(f"kill -KILL {fault.pid} && date +%s.%N")
         fault.struck_from = fault.struck_to = float(struck)
 
+    def freeze_main(self, name: str, fault: Fault) -> None:
+        """SIGSTOP of the worker's main process: it sends no WATCHDOG=1, and systemd aborts it once
+        celery_worker_watchdog_seconds have passed and starts it again."""
+        host = self.workers[name]
+        fault.pid = main_pid(host, current_unit(host, INSTANCE))
+        fault.struck_from = float(host.check_output(f"kill -STOP {fault.pid} && date +%s.%N"))
+        try:
+            wait_for(
+                lambda: main_pid(host, current_unit(host, INSTANCE)) not in (0, fault.pid),
+                60,
+                f"the watchdog to abort the frozen worker on {name}",
+            )
+        finally:
+            host.run(f"kill -CONT {fault.pid}")
+        fault.struck_to = time.time()
+        self.wait_worker_ready(name)
+
     def broker_restart(self, _name: str, fault: Fault) -> None:
         self.broker.check_output(f"systemctl restart {BROKER_KIND}-server.service")
 
@@ -157,6 +175,7 @@ FAULT_KINDS = {
     "restart-playbook": Fleet.restart_playbook,
     "kill-main": Fleet.kill_main,
     "kill-child": Fleet.kill_child,
+    "freeze-main": Fleet.freeze_main,
     "broker-restart": Fleet.broker_restart,
     "reboot": Fleet.reboot,
 }

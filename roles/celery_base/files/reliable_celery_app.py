@@ -23,6 +23,8 @@ The units run ``celery -A reliable_celery_app worker|beat|flower``. This module:
 - when the settings ask for it (``reliable_celery_poison``), counts the unfinished runs of each task
   that comes back to the worker and moves one that reached the limit to the dead-letter queue
   (reliable_celery_poison);
+- when systemd watches the worker (``WatchdogSec=``), sends ``WATCHDOG=1`` from its event loop while
+  its broker connection is up, and from a thread while it drains;
 - writes ``$RUNTIME_DIRECTORY/ready`` (the pid, node name, time, the generation it started with,
   ``RELIABLE_CELERY_GENERATION`` from its environment file, and whether leases are on) when the
   worker is ready to consume, and sends ``READY=1`` to ``$NOTIFY_SOCKET`` when systemd provides one.
@@ -50,6 +52,8 @@ CREDENTIAL_SETTINGS = ("broker_url", "result_backend")
 # or else at its own check every 5 s. Seen here: 11 of 35 SIGKILLed pool processes were noticed only
 # at that check, 0.9-4.8 s later, the task's message and the slot in the pool held meanwhile.
 POOL_CHECK_SECONDS = 0.5
+# WATCHDOG=1 this many times per WatchdogSec=: a late timer tick or a slow ping leaves margin.
+WATCHDOG_PINGS_PER_TIMEOUT = 4
 # The settings' entry for leases: {"fallback_visibility_timeout": SECONDS}; absent: no leases.
 LEASE_SETTING = "reliable_celery_leases"
 # The settings' entry for poison containment: {"max_unfinished_runs": N, "dead_letter_queue": NAME}.
@@ -251,6 +255,60 @@ def _notify_systemd(message: str) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.connect(address)
         sock.sendall(message.encode())
+
+
+def _watchdog_interval() -> float | None:
+    """Seconds between two WATCHDOG=1 when systemd watches this process (``WatchdogSec=``), else None."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and int(pid) != os.getpid()):
+        return None
+    return int(usec) / 1e6 / WATCHDOG_PINGS_PER_TIMEOUT
+
+
+class _WatchdogStep(bootsteps.StartStopStep):
+    """Sends WATCHDOG=1 from the worker's event loop while its broker connection is up: a process that
+    is frozen, whose main thread is blocked or whose broker stays unreachable sends none, and systemd
+    aborts and restarts it."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, c, **kwargs):
+        super().__init__(c, **kwargs)
+        self.timer_entry = None
+
+    def start(self, c):
+        def ping():
+            if c.connection is not None and c.connection.connected:
+                _notify_systemd("WATCHDOG=1")
+
+        ping()
+        self.timer_entry = c.timer.call_repeatedly(_watchdog_interval(), ping)
+
+    def stop(self, c):
+        if self.timer_entry is not None:
+            self.timer_entry.cancel()
+            self.timer_entry = None
+
+    shutdown = stop
+
+
+def _watch_while_draining(**_kwargs):
+    """A warm shutdown closes the event loop first and then waits for the running tasks: a thread
+    sends WATCHDOG=1 meanwhile, for a shutdown systemd did not ask for (a remote-control shutdown);
+    a stop by systemd has no watchdog."""
+
+    def ping_until_exit():
+        while True:
+            _notify_systemd("WATCHDOG=1")
+            time.sleep(_watchdog_interval())
+
+    threading.Thread(target=ping_until_exit, name="reliable-celery-watchdog", daemon=True).start()
+
+
+if _watchdog_interval() is not None:
+    app.steps["consumer"].add(_WatchdogStep)
+    worker_shutting_down.connect(_watch_while_draining, weak=False)
 
 
 @worker_ready.connect(weak=False)

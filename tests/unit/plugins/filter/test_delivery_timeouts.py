@@ -74,6 +74,19 @@ def test_whole_number_has_a_minimum() -> None:
         whole_number("0", "celery_worker_ready_timeout_seconds", 1)
 
 
+@pytest.mark.parametrize(("value", "expected"), [(0, 0), ("0", 0), (10, 10), ("30", 30)])
+def test_whole_number_takes_the_value_that_turns_a_feature_off(value: object, expected: int) -> None:
+    assert whole_number(value, "celery_worker_watchdog_seconds", 10, zero_turns_off=True) == expected
+
+
+@pytest.mark.parametrize("value", [5, "9", "-1", "off"])
+def test_whole_number_below_the_minimum_is_refused_unless_it_turns_the_feature_off(value: object) -> None:
+    with pytest.raises(
+        AnsibleFilterError, match=r"celery_worker_watchdog_seconds must be 0 \(off\) or a whole number >= 10, got"
+    ):
+        whole_number(value, "celery_worker_watchdog_seconds", 10, zero_turns_off=True)
+
+
 def test_with_leases_the_visibility_timeout_is_the_lease_and_at_least_ten_seconds() -> None:
     timeouts = delivery_timeouts(240, 0, 60)
     assert redis_visibility_timeout(timeouts, True, "60") == {"visibility_timeout_seconds": 60, "minimum_seconds": 10}

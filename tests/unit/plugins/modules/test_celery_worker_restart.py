@@ -833,6 +833,7 @@ def test_a_drain_whose_new_process_never_gets_ready_brings_the_previous_generati
     assert f"LoadCredential=broker_url:{snapshot}/credentials/broker_url" in drop_in
     assert 'ExecStart="/opt/r/bin/python3" "/opt/r/bin/celery" "-A"' in drop_in
     assert '"--hostname=default@h%%"' in drop_in
+    assert "WatchdogSec=0" in drop_in  # it ran without systemd's watchdog (no WATCHDOG_USEC)
     environment = (snapshot / "environment").read_text()
     assert "INVOCATION_ID" not in environment
     assert f'RELIABLE_CELERY_SETTINGS="{snapshot}/settings.json"' in environment
@@ -840,6 +841,13 @@ def test_a_drain_whose_new_process_never_gets_ready_brings_the_previous_generati
     assert json.loads((snapshot / "settings.json").read_text()) == {"task_acks_late": True, "generation": "g1"}
     assert oct((snapshot / "credentials" / "broker_url").stat().st_mode & 0o777) == "0o600"
     assert "pw-one-two-three" not in result["msg"]
+
+
+def test_a_rollback_keeps_the_watchdog_of_a_process_that_ran_under_it() -> None:
+    watched = restart_module._rollback.drop_in_text("/run/snapshot", [], ["/opt/r/bin/celery"], watched=True)
+    assert "WatchdogSec" not in watched
+    unwatched = restart_module._rollback.drop_in_text("/run/snapshot", [], ["/opt/r/bin/celery"], watched=False)
+    assert unwatched.endswith("WatchdogSec=0\n")
 
 
 def test_the_next_restart_removes_the_rollback_and_runs_the_installed_configuration(systemd, host, run, fail) -> None:
