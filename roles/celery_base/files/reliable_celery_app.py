@@ -24,7 +24,8 @@ The units run ``celery -A reliable_celery_app worker|beat|flower``. This module:
   that comes back to the worker and moves one that reached the limit to the dead-letter queue
   (reliable_celery_poison);
 - when systemd watches the worker (``WatchdogSec=``), sends ``WATCHDOG=1`` from its event loop while
-  its broker connection is up, and from a thread while it drains;
+  it consumes with its broker connection up, and from a thread while it does not consume (starting,
+  reconnecting, draining);
 - writes ``$RUNTIME_DIRECTORY/ready`` (the pid, node name, time, the generation it started with,
   ``RELIABLE_CELERY_GENERATION`` from its environment file, and whether leases are on) when the
   worker is ready to consume, and sends ``READY=1`` to ``$NOTIFY_SOCKET`` when systemd provides one.
@@ -267,9 +268,11 @@ def _watchdog_interval() -> float | None:
 
 
 class _WatchdogStep(bootsteps.StartStopStep):
-    """Sends WATCHDOG=1 from the worker's event loop while its broker connection is up: a process that
-    is frozen, whose main thread is blocked or whose broker stays unreachable sends none, and systemd
-    aborts and restarts it."""
+    """Sends WATCHDOG=1 from the worker's event loop while it consumes and its broker connection is
+    up: a frozen process or a blocked main thread sends none, and systemd aborts and restarts it.
+    While the worker is not consuming (starting, reconnecting after a broker connection loss,
+    draining), a thread sends them: a restart would not bring the broker back, and would cut the
+    running tasks short."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
@@ -282,10 +285,12 @@ class _WatchdogStep(bootsteps.StartStopStep):
             if c.connection is not None and c.connection.connected:
                 _notify_systemd("WATCHDOG=1")
 
+        _consuming.set()
         ping()
         self.timer_entry = c.timer.call_repeatedly(_watchdog_interval(), ping)
 
     def stop(self, c):
+        _consuming.clear()
         if self.timer_entry is not None:
             self.timer_entry.cancel()
             self.timer_entry = None
@@ -293,22 +298,17 @@ class _WatchdogStep(bootsteps.StartStopStep):
     shutdown = stop
 
 
-def _watch_while_draining(**_kwargs):
-    """A warm shutdown closes the event loop first and then waits for the running tasks: a thread
-    sends WATCHDOG=1 meanwhile, for a shutdown systemd did not ask for (a remote-control shutdown);
-    a stop by systemd has no watchdog."""
-
-    def ping_until_exit():
-        while True:
+def _ping_unless_consuming():
+    while True:
+        if not _consuming.is_set():
             _notify_systemd("WATCHDOG=1")
-            time.sleep(_watchdog_interval())
-
-    threading.Thread(target=ping_until_exit, name="reliable-celery-watchdog", daemon=True).start()
+        time.sleep(_watchdog_interval())
 
 
+_consuming = threading.Event()
 if _watchdog_interval() is not None:
     app.steps["consumer"].add(_WatchdogStep)
-    worker_shutting_down.connect(_watch_while_draining, weak=False)
+    threading.Thread(target=_ping_unless_consuming, name="reliable-celery-watchdog", daemon=True).start()
 
 
 @worker_ready.connect(weak=False)
