@@ -117,18 +117,36 @@ app.conf.update(_conf)
 _leases = reliable_celery_leases.Leases(app.conf.broker_transport_options.get("visibility_timeout", 3600))
 
 
-class _LeaseStep(bootsteps.StartStopStep):
-    """Renews the worker's leases from its event loop; on the first start, puts back the messages its
-    predecessor held when it died, before anything is consumed (the event loop starts last); after a
-    reconnect, renews at once the leases of the tasks that ran through the connection loss."""
+class _RepeatingStep(bootsteps.StartStopStep):
+    """A consumer step that calls a function every so often on the worker's event loop (the consumer's
+    timer) from its start until it stops: at a reconnect and at shutdown."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
     def __init__(self, c, **kwargs):
         super().__init__(c, **kwargs)
+        self.timer_entry = None
+
+    def repeat(self, c, seconds, function):
+        self.timer_entry = c.timer.call_repeatedly(seconds, function)
+
+    def stop(self, c):
+        if self.timer_entry is not None:
+            self.timer_entry.cancel()
+            self.timer_entry = None
+
+    shutdown = stop
+
+
+class _LeaseStep(_RepeatingStep):
+    """Renews the worker's leases from its event loop; on the first start, puts back the messages its
+    predecessor held when it died, before anything is consumed (the event loop starts last); after a
+    reconnect, renews at once the leases of the tasks that ran through the connection loss."""
+
+    def __init__(self, c, **kwargs):
+        super().__init__(c, **kwargs)
         _leases.node = c.hostname
         reliable_celery_leases.hold_through_reconnects(c, _leases)
-        self.timer_entry = None
 
     def start(self, c):
         channel = c.task_consumer.channel
@@ -146,14 +164,7 @@ class _LeaseStep(bootsteps.StartStopStep):
         _leases.channel = channel
         if reconnected:
             _renew()
-        self.timer_entry = c.timer.call_repeatedly(_leases.interval, _renew)
-
-    def stop(self, c):
-        if self.timer_entry is not None:
-            self.timer_entry.cancel()
-            self.timer_entry = None
-
-    shutdown = stop
+        self.repeat(c, _leases.interval, _renew)
 
 
 def _renew():
@@ -194,24 +205,11 @@ if LEASE_MODE == "on":
     worker_shutting_down.connect(_renew_while_draining, weak=False)
 
 
-class _PoolCheckStep(bootsteps.StartStopStep):
+class _PoolCheckStep(_RepeatingStep):
     """Checks the pool for processes that died every POOL_CHECK_SECONDS, from the worker's event loop."""
 
-    requires = ("celery.worker.consumer.tasks:Tasks",)
-
-    def __init__(self, c, **kwargs):
-        super().__init__(c, **kwargs)
-        self.timer_entry = None
-
     def start(self, c):
-        self.timer_entry = c.timer.call_repeatedly(POOL_CHECK_SECONDS, c.pool.maintain_pool)
-
-    def stop(self, c):
-        if self.timer_entry is not None:
-            self.timer_entry.cancel()
-            self.timer_entry = None
-
-    shutdown = stop
+        self.repeat(c, POOL_CHECK_SECONDS, c.pool.maintain_pool)
 
 
 app.steps["consumer"].add(_PoolCheckStep)
@@ -267,18 +265,12 @@ def _watchdog_interval() -> float | None:
     return int(usec) / 1e6 / WATCHDOG_PINGS_PER_TIMEOUT
 
 
-class _WatchdogStep(bootsteps.StartStopStep):
+class _WatchdogStep(_RepeatingStep):
     """Sends WATCHDOG=1 from the worker's event loop while it consumes and its broker connection is
     up: a frozen process or a blocked main thread sends none, and systemd aborts and restarts it.
     While the worker is not consuming (starting, reconnecting after a broker connection loss,
     draining), a thread sends them: a restart would not bring the broker back, and would cut the
     running tasks short."""
-
-    requires = ("celery.worker.consumer.tasks:Tasks",)
-
-    def __init__(self, c, **kwargs):
-        super().__init__(c, **kwargs)
-        self.timer_entry = None
 
     def start(self, c):
         def ping():
@@ -287,13 +279,11 @@ class _WatchdogStep(bootsteps.StartStopStep):
 
         _consuming.set()
         ping()
-        self.timer_entry = c.timer.call_repeatedly(_watchdog_interval(), ping)
+        self.repeat(c, _watchdog_interval(), ping)
 
     def stop(self, c):
         _consuming.clear()
-        if self.timer_entry is not None:
-            self.timer_entry.cancel()
-            self.timer_entry = None
+        super().stop(c)
 
     shutdown = stop
 
