@@ -279,7 +279,7 @@ class _WatchdogStep(_RepeatingStep):
 
         _consuming.set()
         ping()
-        self.repeat(c, _watchdog_interval(), ping)
+        self.repeat(c, WATCHDOG_INTERVAL, ping)
 
     def stop(self, c):
         _consuming.clear()
@@ -292,11 +292,12 @@ def _ping_unless_consuming():
     while True:
         if not _consuming.is_set():
             _notify_systemd("WATCHDOG=1")
-        time.sleep(_watchdog_interval())
+        time.sleep(WATCHDOG_INTERVAL)
 
 
+WATCHDOG_INTERVAL = _watchdog_interval()
 _consuming = threading.Event()
-if _watchdog_interval() is not None:
+if WATCHDOG_INTERVAL is not None:
     app.steps["consumer"].add(_WatchdogStep)
     threading.Thread(target=_ping_unless_consuming, name="reliable-celery-watchdog", daemon=True).start()
 
