@@ -33,6 +33,7 @@ The units run ``celery -A reliable_celery_app worker|beat|flower``. This module:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -275,7 +276,7 @@ class _WatchdogStep(_RepeatingStep):
     def start(self, c):
         def ping():
             if c.connection is not None and c.connection.connected:
-                _notify_systemd("WATCHDOG=1")
+                _ping_watchdog()
 
         _consuming.set()
         ping()
@@ -288,10 +289,15 @@ class _WatchdogStep(_RepeatingStep):
     shutdown = stop
 
 
+def _ping_watchdog():
+    with contextlib.suppress(OSError):  # a ping that fails is a ping missed: the watchdog counts them
+        _notify_systemd("WATCHDOG=1")
+
+
 def _ping_unless_consuming():
     while True:
         if not _consuming.is_set():
-            _notify_systemd("WATCHDOG=1")
+            _ping_watchdog()
         time.sleep(WATCHDOG_INTERVAL)
 
 
