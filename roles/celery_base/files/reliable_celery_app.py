@@ -24,8 +24,8 @@ The units run ``celery -A reliable_celery_app worker|beat|flower``. This module:
   that comes back to the worker and moves one that reached the limit to the dead-letter queue
   (reliable_celery_poison);
 - when systemd watches the worker (``WatchdogSec=``), sends ``WATCHDOG=1`` from its event loop while
-  it consumes with its broker connection up, and from a thread while it does not consume (starting,
-  reconnecting, draining);
+  it consumes every queue it started with and its broker connection is up, and from a thread while
+  it does not consume (starting, reconnecting, draining);
 - writes ``$RUNTIME_DIRECTORY/ready`` (the pid, node name, time, the generation it started with,
   ``RELIABLE_CELERY_GENERATION`` from its environment file, and whether leases are on) when the
   worker is ready to consume, and sends ``READY=1`` to ``$NOTIFY_SOCKET`` when systemd provides one.
@@ -267,15 +267,24 @@ def _watchdog_interval() -> float | None:
 
 
 class _WatchdogStep(_RepeatingStep):
-    """Sends WATCHDOG=1 from the worker's event loop while it consumes and its broker connection is
-    up: a frozen process or a blocked main thread sends none, and systemd aborts and restarts it.
-    While the worker is not consuming (starting, reconnecting after a broker connection loss,
-    draining), a thread sends them: a restart would not bring the broker back, and would cut the
-    running tasks short."""
+    """Sends WATCHDOG=1 from the worker's event loop while it consumes every queue it started with
+    and its broker connection is up: a frozen process, a blocked main thread or a cancelled consumer
+    (``celery control cancel_consumer``, which a reconnect would not undo) sends none, and systemd
+    aborts and restarts it. While the worker is not consuming (starting, reconnecting after a broker
+    connection loss, draining), a thread sends them: a restart would not bring the broker back, and
+    would cut the running tasks short."""
+
+    def __init__(self, c, **kwargs):
+        super().__init__(c, **kwargs)
+        self.queues = None  # the queues of the first start: a reconnect consumes only those still selected
 
     def start(self, c):
+        if self.queues is None:
+            self.queues = [queue.name for queue in c.task_consumer.queues]
+
         def ping():
-            if c.connection is not None and c.connection.connected:
+            connected = c.connection is not None and c.connection.connected
+            if connected and all(c.task_consumer.consuming_from(queue) for queue in self.queues):
                 _ping_watchdog()
 
         _consuming.set()
