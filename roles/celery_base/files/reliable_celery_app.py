@@ -277,6 +277,15 @@ class _WatchdogStep(_RepeatingStep):
     def __init__(self, c, **kwargs):
         super().__init__(c, **kwargs)
         self.queues = None  # the queues of the first start: a reconnect consumes only those still selected
+        on_connection_lost = c.on_connection_error_after_connected
+
+        def stop_consuming(exc):
+            # Celery cancels the running tasks before it stops the consumer's steps, and on AMQP marks each for
+            # retry through the lost broker, seconds each: the thread pings meanwhile.
+            _consuming.clear()
+            return on_connection_lost(exc)
+
+        c.on_connection_error_after_connected = stop_consuming
 
     def start(self, c):
         if self.queues is None:
