@@ -12,6 +12,7 @@ import time
 
 from celery import shared_task
 from celery.signals import task_postrun, task_prerun
+from celery.worker.control import control_command
 
 # With EXAMPLE_TASK_EVENTS=1, every task start and end is appended to task-events.jsonl in the
 # worker's StateDirectory: a record of what ran, independent of the result backend, that tells
@@ -53,6 +54,16 @@ def sleep(self, seconds: float) -> dict[str, object]:
     started = time.time()
     time.sleep(seconds)
     return {"slept": time.time() - started, "node": self.request.hostname, **_where()}
+
+
+@shared_task(name="example.burn")
+def burn(seconds: float) -> dict[str, object]:
+    """A CPU-bound task: hashes for ``seconds`` without a pause (the watchdog benchmark's soak)."""
+    started, rounds = time.time(), 0
+    while time.time() - started < seconds:
+        hashlib.sha256(rounds.to_bytes(8, "little") * 512).digest()
+        rounds += 1
+    return {"rounds": rounds, **_where()}
 
 
 @shared_task(name="example.fail")
@@ -108,3 +119,11 @@ def effective_settings(self) -> dict[str, object]:
 def tick(self) -> dict[str, object]:
     """The periodic task of the demo and the tests: celery_beat's schedule sends it."""
     return {"node": self.request.hostname, "ran_at": time.time(), **_where()}
+
+
+@control_command(args=[("seconds", float)], signature="<seconds>")
+def example_block_main_thread(_state, seconds: float = 60.0) -> dict[str, str]:
+    """A remote-control command (``celery control example_block_main_thread 60``) that blocks the
+    worker's main thread, its event loop: the hang systemd's watchdog is there for."""
+    time.sleep(seconds)
+    return {"ok": f"blocked the main thread for {seconds} s"}
