@@ -262,3 +262,51 @@ def task_results(host, task_ids: list[str], timeout: float = 60) -> list:
     result = host.run(in_worker_environment("default", argv))
     assert result.rc == 0, f"{result.stderr}\n{journal(host, current_unit(host, 'default'))}"
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# --- Hung workers, which systemd's watchdog replaces (celery_worker_watchdog_seconds) ---
+
+BROADCAST = """
+import json, sys
+from reliable_celery_app import app
+app.control.broadcast(sys.argv[1], arguments=json.loads(sys.argv[2]), destination=[sys.argv[3]], reply=False)
+"""
+
+
+def broadcast(host, instance: str, command: str, **arguments) -> str:
+    """A shell command that sends a remote-control COMMAND to the instance's current node, without
+    waiting for a reply."""
+    argv = ["/opt/celery/current/bin/python", "-c", BROADCAST, command, json.dumps(arguments)]
+    return in_worker_environment(instance, [*argv, current_node(host, instance)])
+
+
+def hang_until_replaced(host, instance: str, hang: str, undo: str = "", timeout: float = 60) -> dict[str, float]:
+    """Make the instance's ready worker stop working with HANG, a shell command on the host that
+    returns at once ($PID is the worker's main process), wait until systemd's watchdog has aborted
+    it and started a new process, then run UNDO (with the same $PID) whatever happened. Returns
+    the host's times: when HANG returned ("hung"), the journal's "Watchdog timeout" ("aborted"),
+    and the new process's readiness ("ready")."""
+    unit, marker = current_slot(host, instance)
+    pid = main_pid(host, unit)
+    wait_for(lambda: f'"pid": {pid},' in host.run(f"cat {marker}").stdout, 60, f"{unit} ready")
+    since = host.check_output("date +%s")
+    hung = float(host.check_output(f"PID={pid}; {hang} && date +%s.%N"))
+    try:
+        wait_for(lambda: main_pid(host, unit) not in (0, pid), timeout, f"the watchdog to replace {unit}")
+    finally:
+        if undo:
+            host.run(f"PID={pid}; {undo}")
+    entries = [
+        json.loads(line) for line in host.check_output(f"journalctl -u {unit} -o json --since @{since}").splitlines()
+    ]
+    aborted = next(
+        (int(e["__REALTIME_TIMESTAMP"]) / 1e6 for e in entries if "Watchdog timeout" in str(e.get("MESSAGE"))), None
+    )
+    assert aborted is not None, f"{unit} was replaced, but not by its watchdog:\n{journal(host, unit)}"
+    new_pid = main_pid(host, unit)
+    ready = wait_for(
+        lambda: (record := json.loads(host.run(f"cat {marker}").stdout or "{}")).get("pid") == new_pid and record,
+        120,
+        f"{unit} ready again",
+    )
+    return {"hung": hung, "aborted": aborted, "ready": ready["ready_at"]}

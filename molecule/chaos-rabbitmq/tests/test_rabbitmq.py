@@ -13,6 +13,8 @@ import pytest
 from conftest import (
     call_task,
     current_node,
+    current_slot,
+    current_unit,
     journal,
     main_pid,
     scenario_host,
@@ -143,3 +145,39 @@ def unit_of(host, pool_pid: int) -> str:
     """The worker unit (an instance's slot) whose cgroup holds the pool process that started the task."""
     cgroup = host.check_output(f"cat /proc/{pool_pid}/cgroup")
     return re.search(r"celery-worker(?:-b)?@[\w-]+\.service", cgroup).group(0)
+
+
+def test_a_broker_restart_with_tasks_running_does_not_trip_the_watchdog(broker, workers) -> None:
+    """At a connection loss Celery cancels the running tasks and marks each for retry through the
+    lost broker (rpc:// results), seconds each, before it stops its consumer: the watchdog must count
+    that as reconnecting. The shortest watchdog allowed (10 s) restarted the workers before."""
+    units = {name: current_unit(host, INSTANCE) for name, host in workers.items()}
+    for name, host in workers.items():
+        drop_ins = f"/run/systemd/system/{units[name]}.d"
+        host.check_output(
+            f"mkdir -p {drop_ins} && printf '[Service]\\nWatchdogSec=10\\n' > {drop_ins}/watchdog.conf"
+            f" && systemctl daemon-reload && systemctl restart {units[name]}"
+        )
+    try:
+        for name, host in workers.items():
+            wait_for(lambda host=host, unit=units[name]: ready_pid(host, unit), 60, f"{units[name]} ready")
+        pids = {name: main_pid(host, units[name]) for name, host in workers.items()}
+        task_ids = send_tasks(workers[WORKERS[0]], [("example.sleep", [15], "celery")] * 6)
+        wait_for(lambda: sum(bool(events_of(workers, t)["start"]) for t in task_ids) == 6, 60, "6 tasks running")
+        since = broker.check_output("date +%s")
+        broker.check_output("systemctl restart rabbitmq-server.service")
+        wait_for(lambda: all(events_of(workers, t)["end"] for t in task_ids), 180, "the tasks to end after the restart")
+        for name, host in workers.items():
+            aborts = host.check_output(f"journalctl -u {units[name]} --since @{since}").count("Watchdog timeout")
+            assert (aborts, main_pid(host, units[name])) == (0, pids[name]), journal(host, units[name], 80)
+    finally:
+        for name, host in workers.items():
+            host.run(f"rm -rf /run/systemd/system/{units[name]}.d && systemctl daemon-reload")
+            host.run(f"systemctl restart {units[name]}")
+
+
+def ready_pid(host, unit: str) -> bool:
+    """Whether the unit's main process wrote its readiness marker."""
+    marker = current_slot(host, INSTANCE)[1]
+    pid = main_pid(host, unit)
+    return pid != 0 and f'"pid": {pid},' in host.run(f"cat {marker}").stdout

@@ -8,7 +8,16 @@ import re
 import time
 
 import pytest
-from conftest import SLOTS, current_slot, journal, main_pid, record_figures, unit_properties, wait_for
+from conftest import (
+    SLOTS,
+    current_slot,
+    hang_until_replaced,
+    journal,
+    main_pid,
+    record_figures,
+    unit_properties,
+    wait_for,
+)
 
 INSTANCES = ["default", "reports"]
 
@@ -176,27 +185,11 @@ def test_a_ready_worker_that_is_killed_starts_again_at_once(host) -> None:
 def test_a_frozen_worker_is_aborted_by_the_watchdog_and_starts_again(host) -> None:
     """SIGSTOP of the main process: no WATCHDOG=1 comes, and systemd aborts the worker once
     celery_worker_watchdog_seconds (20 s) have passed since the last one, then starts it again."""
-    unit, marker = current_slot(host, "reports")
-    pid = main_pid(host, unit)
-    wait_for(lambda: f'"pid": {pid},' in host.run(f"cat {marker}").stdout, 60, "the worker ready")
-    since = host.check_output("date +%s")
-    frozen_at = float(host.check_output(f"kill -STOP {pid} && date +%s.%N"))
-    try:
-        wait_for(lambda: main_pid(host, unit) not in (0, pid), 60, "the watchdog to replace the frozen worker")
-    finally:
-        host.run(f"kill -CONT {pid}")
-    entries = [
-        json.loads(line) for line in host.check_output(f"journalctl -u {unit} -o json --since @{since}").splitlines()
-    ]
-    aborted = next(
-        (int(e["__REALTIME_TIMESTAMP"]) / 1e6 for e in entries if "Watchdog timeout" in str(e.get("MESSAGE"))), None
-    )
-    assert aborted is not None, journal(host, unit)
-    seconds = aborted - frozen_at
+    times = hang_until_replaced(host, "reports", "kill -STOP $PID", undo="kill -CONT $PID")
+    seconds = times["aborted"] - times["hung"]
     record_figures("REPORT", f"watchdog: a frozen worker was aborted {seconds:.1f} s after SIGSTOP")
     # The last WATCHDOG=1 came at most a quarter of the timeout before the freeze; the issue's bound is 30 s.
-    assert 20 - 20 / 4 - 1 <= seconds <= 30, (seconds, journal(host, unit))
-    wait_for(lambda: f'"pid": {main_pid(host, unit)},' in host.run(f"cat {marker}").stdout, 60, "the worker ready")
+    assert 20 - 20 / 4 - 1 <= seconds <= 30, (seconds, journal(host, current_slot(host, "reports")[0]))
 
 
 def test_a_worker_that_cannot_start_pauses_before_each_restart(host) -> None:

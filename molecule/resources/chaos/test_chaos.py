@@ -1,7 +1,8 @@
 """Zero lost tasks under faults: while tasks of 0.1-30 s run, inject graceful restarts
 (handler and playbooks/restart.yml), SIGKILLs of a worker's main process and of a pool child, a
-frozen main process (SIGSTOP: systemd's watchdog aborts it), a broker restart and a reboot of a
-worker host. The verdict per task comes from the example app's
+worker that stops working while its process lives (SIGSTOP of its main process, a remote-control
+command blocking its main thread, its consumer cancelled: systemd's watchdog aborts it), a broker
+restart and a reboot of a worker host. The verdict per task comes from the example app's
 own record of starts and ends on the workers, not from the result backend.
 
 CHAOS_TASKS (default 200) tasks and CHAOS_ROUNDS (default 1) rounds of every fault; CHAOS_SEED
@@ -22,8 +23,10 @@ from pathlib import Path
 import pytest
 from conftest import (
     SUITE,
+    broadcast,
     current_slot,
     current_unit,
+    hang_until_replaced,
     main_pid,
     run_playbook,
     scenario_file,
@@ -49,12 +52,16 @@ REPO = Path(__file__).parents[3]
 # the worker's start-up (a worker that was ready restarts at once).
 LONGEST_TASK_TIMEOUT = 30 + 15
 REDELIVERY_BOUND = 20 if SPEAKS_REDIS else 15
+# Faults that stop a worker working while its process lives: systemd's watchdog (20 s) aborts it and
+# starts it again, within 30 s of the fault (the issue's bound).
+WATCHDOG_FAULTS = {"freeze-main", "block-main", "cancel-consumer"}
+WATCHDOG_BOUND = 30
 # Faults that may cut a running task short or lose its ack: its task then runs again
 # (at-least-once delivery, docs/delivery.md). A broker restart is one: on AMQP the connection
 # drops, the broker requeues every unacked message, and a running late-ack task can no longer be
 # acked; on Redis the unacked messages survive the restart and only the ack of a task that ended
 # while the broker was down is lost (see struck()).
-HARD_FAULTS = {"kill-main", "kill-child", "freeze-main", "reboot", "broker-restart"}
+HARD_FAULTS = {"kill-main", "kill-child", "reboot", "broker-restart", *WATCHDOG_FAULTS}
 # A pool process records a task's end before the main process acks it: a run that ended this
 # shortly before a fault struck may still have been unacked.
 ACK_SLACK_SECONDS = 1.0
@@ -73,6 +80,8 @@ class Fault:
     pid: int = 0
     struck_from: float = 0.0
     struck_to: float = 0.0
+    detected: float = 0.0  # a watchdog fault: seconds from the fault to systemd's abort
+    replaced: float = 0.0  # and to the new process's readiness
 
 
 def task_durations(rng: random.Random, count: int) -> list[float]:
@@ -136,19 +145,25 @@ class Fleet:
     def freeze_main(self, name: str, fault: Fault) -> None:
         """SIGSTOP of the worker's main process: it sends no WATCHDOG=1, and systemd aborts it once
         celery_worker_watchdog_seconds have passed and starts it again."""
+        self.hang(name, fault, "kill -STOP $PID", undo="kill -CONT $PID")
+
+    def block_main(self, name: str, fault: Fault) -> None:
+        """A remote-control command of the example app blocks the worker's main thread (its event loop)."""
+        host = self.workers[name]
+        self.hang(name, fault, broadcast(host, INSTANCE, "example_block_main_thread", seconds=120))
+
+    def cancel_consumer(self, name: str, fault: Fault) -> None:
+        """`celery control cancel_consumer`: the worker lives on and consumes nothing."""
+        host = self.workers[name]
+        self.hang(name, fault, broadcast(host, INSTANCE, "cancel_consumer", queue="celery"))
+
+    def hang(self, name: str, fault: Fault, command: str, undo: str = "") -> None:
         host = self.workers[name]
         fault.pid = main_pid(host, current_unit(host, INSTANCE))
-        fault.struck_from = float(host.check_output(f"kill -STOP {fault.pid} && date +%s.%N"))
-        try:
-            wait_for(
-                lambda: main_pid(host, current_unit(host, INSTANCE)) not in (0, fault.pid),
-                60,
-                f"the watchdog to abort the frozen worker on {name}",
-            )
-        finally:
-            host.run(f"kill -CONT {fault.pid}")
-        fault.struck_to = time.time()
-        self.wait_worker_ready(name)
+        times = hang_until_replaced(host, INSTANCE, command, undo=undo)
+        fault.struck_from, fault.struck_to = times["hung"], times["aborted"]
+        fault.detected, fault.replaced = times["aborted"] - times["hung"], times["ready"] - times["hung"]
+        assert fault.detected <= WATCHDOG_BOUND, (fault, times)
 
     def broker_restart(self, _name: str, fault: Fault) -> None:
         self.broker.check_output(f"systemctl restart {BROKER_KIND}-server.service")
@@ -176,16 +191,32 @@ FAULT_KINDS = {
     "kill-main": Fleet.kill_main,
     "kill-child": Fleet.kill_child,
     "freeze-main": Fleet.freeze_main,
+    "block-main": Fleet.block_main,
+    "cancel-consumer": Fleet.cancel_consumer,
     "broker-restart": Fleet.broker_restart,
     "reboot": Fleet.reboot,
 }
 
 
-def verdict(events: list[dict], task_ids: list[str], faults: list[Fault]) -> dict:
+def events_by_task(events: list[dict], task_ids: list[str]) -> dict[str, list[dict]]:
     by_id: dict[str, list[dict]] = {task_id: [] for task_id in task_ids}
     for event in events:
         if event["id"] in by_id:
             by_id[event["id"]].append(event)
+    return by_id
+
+
+def settled(runs: list[tuple[dict, dict | None]], now: float) -> bool:
+    """Whether a task succeeded, or is a dead letter: MAX_UNFINISHED_RUNS runs cut short (poison
+    containment takes its next delivery), the last too long ago to be running still."""
+    if any(end and end["state"] == "SUCCESS" for _start, end in runs):
+        return True
+    unfinished = len(runs) >= MAX_UNFINISHED_RUNS and all(end is None for _start, end in runs)
+    return unfinished and now - runs[-1][0]["t"] > LONGEST_TASK_TIMEOUT
+
+
+def verdict(events: list[dict], task_ids: list[str], faults: list[Fault]) -> dict:
+    by_id = events_by_task(events, task_ids)
     lost, contained, completed_twice, explained, unexplained, latencies = [], [], [], [], [], []
     for task_id, task_events_ in by_id.items():
         runs = task_runs(task_events_)
@@ -214,9 +245,10 @@ def verdict(events: list[dict], task_ids: list[str], faults: list[Fault]) -> dic
 
 
 def task_runs(events: list[dict]) -> list[tuple[dict, dict | None]]:
-    """Each start of a task with the end its process recorded for it (None: cut short)."""
+    """Each start of a task with the end its process recorded for it (None: cut short). A run that
+    Celery terminated (on AMQP, at a connection loss) records an end without a state: cut short too."""
     starts = sorted((e for e in events if e["event"] == "start"), key=lambda e: e["t"])
-    ends = [e for e in events if e["event"] == "end"]
+    ends = [e for e in events if e["event"] == "end" and e["state"]]
     runs = []
     for start in starts:
         same_process = [
@@ -275,12 +307,11 @@ def test_no_task_is_lost_under_faults(fleet: Fleet) -> None:
                 fault.struck_to = fault.ended
             faults.append(fault)
 
-    def all_done() -> bool:
-        events = fleet.events()
-        done = {e["id"] for e in events if e["event"] == "end" and e["state"] == "SUCCESS"}
-        return done.issuperset(task_ids)
+    def all_settled() -> bool:
+        by_id, now = events_by_task(fleet.events(), task_ids), time.time()
+        return all(settled(task_runs(events), now) for events in by_id.values())
 
-    wait_for(all_done, 900, f"all {TASKS} tasks to succeed", interval=5)
+    wait_for(all_settled, 900, f"all {TASKS} tasks to succeed or be dead letters", interval=5)
     result = verdict(fleet.events(), task_ids, faults)
     report = {
         "broker": BROKER_KIND,
@@ -292,6 +323,11 @@ def test_no_task_is_lost_under_faults(fleet: Fleet) -> None:
         **{key: value if key == "tasks" else len(value) for key, value in result.items()},
         "reruns_by_cause": dict(Counter(rerun["cause"] for rerun in result["rerun_after_hard_fault"])),
         "redelivery_after_kill_main_seconds": [round(x, 1) for x in result["redelivery_after_kill_main"]],
+        "watchdog_seconds": [
+            {"kind": f.kind, "detected": round(f.detected, 1), "ready": round(f.replaced, 1)}
+            for f in faults
+            if f.kind in WATCHDOG_FAULTS
+        ],
     }
     print(json.dumps(report, indent=2))
     details = json.dumps({**report, **result}, default=vars, indent=2)
