@@ -20,6 +20,7 @@ import platform
 import re
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -203,9 +204,9 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def benchmark_main(doc: str, measure, report, add_arguments=lambda _parser: None) -> None:
-    """The command line of the benchmarks on the chaos scenarios' hosts: MEASURE each broker, print
-    the REPORT of all and write it to --output."""
+def benchmark_main(doc: str, measure, report, add_arguments=lambda _parser: None, at_once: bool = False) -> None:
+    """The command line of the benchmarks on the chaos scenarios' hosts: MEASURE each broker (AT_ONCE:
+    all brokers at the same time), print the REPORT of all and write it to --output."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--brokers", nargs="+", choices=BROKERS, default=list(BROKERS))
     parser.add_argument("--long-seconds", type=float, default=25, help="below the hosts' 30 s task limit")
@@ -214,7 +215,12 @@ def benchmark_main(doc: str, measure, report, add_arguments=lambda _parser: None
     parser.add_argument("--output", type=Path, help="also write the report to this file")
     add_arguments(parser)
     args = parser.parse_args()
-    text = report([measure(broker, args) for broker in args.brokers], args)
+    if at_once:
+        with ThreadPoolExecutor(len(args.brokers)) as pool:
+            results = list(pool.map(lambda broker: measure(broker, args), args.brokers))
+    else:
+        results = [measure(broker, args) for broker in args.brokers]
+    text = report(results, args)
     print(text)
     if args.output:
         args.output.write_text(text + "\n")

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Writes docs/benchmarks.md from the three benchmarks, on each supported Debian suite: the restart
-# under load on one host (benchmarks/restart_gap.py on the restart scenario's host), the stack
-# per broker (benchmarks/stack.py on the chaos scenarios' hosts) and crash recovery and poison
-# tasks per broker (benchmarks/crash.py, on the same hosts). A report, not an assertion:
-# figures on a busy machine vary, so this is not part of `make test`. Arguments name the parts to
-# run again, as PART (every suite) or PART:SUITE (restart, stack, crash; e.g. stack:trixie); the others
-# come from their last report in .cache/benchmarks.
+# Writes docs/benchmarks.md from the four benchmarks, on each supported Debian suite: the restart
+# under load on one host (benchmarks/restart_gap.py on the restart scenario's host), and per broker
+# on the chaos scenarios' hosts the stack (benchmarks/stack.py), crash recovery and poison tasks
+# (benchmarks/crash.py) and hung workers with systemd's watchdog, with a 30-minute soak
+# (benchmarks/watchdog.py). A report, not an assertion: figures on a busy machine vary, so this is
+# not part of `make test`. Arguments name the parts to run again, as PART (every suite) or
+# PART:SUITE (restart, stack, crash, watchdog; e.g. stack:trixie); the others come from their last
+# report in .cache/benchmarks.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 activate_toolchain
 cd "$REPO_ROOT"
@@ -16,9 +17,9 @@ reports="$REPO_ROOT/.cache/benchmarks"
 mkdir -p "$reports"
 
 parts=("$@")
-((${#parts[@]})) || parts=(restart stack crash)
+((${#parts[@]})) || parts=(restart stack crash watchdog)
 for suite in "${TESTHOST_SUITES[@]}"; do
-  for part in restart stack crash; do
+  for part in restart stack crash watchdog; do
     report="$reports/$part-$suite.md"
     [[ " ${parts[*]} " == *" $part "* || " ${parts[*]} " == *" $part:$suite "* || ! -f "$report" ]] || continue
     (
@@ -45,7 +46,7 @@ done
   echo "Written by \`make benchmark\`. Figures, not assertions: they vary with the machine and its load."
   echo "The pass/fail proofs are the molecule scenarios (docs/testing.md)."
   for suite in "${TESTHOST_SUITES[@]}"; do
-    for part in restart stack crash; do
+    for part in restart stack crash watchdog; do
       [[ -f "$reports/$part-$suite.md" ]] && { echo; cat "$reports/$part-$suite.md"; }
     done
   done
