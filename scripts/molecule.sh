@@ -23,7 +23,7 @@ while (($#)) && [[ "$1" != "--" ]]; do requested+=("$1"); shift; done
 if ((${#requested[@]} == 0)); then
   # Longest first, so that the short ones fill the gaps at the end.
   scenarios=()
-  for name in default site chaos-rabbitmq restart chaos-redis; do [[ -f "molecule/$name/molecule.yml" ]] && scenarios+=("$name"); done
+  for name in default site chaos-redis chaos-rabbitmq restart; do [[ -f "molecule/$name/molecule.yml" ]] && scenarios+=("$name"); done
   for file in molecule/*/molecule.yml; do
     name="$(basename "$(dirname "$file")")"
     [[ " ${scenarios[*]} " == *" $name "* ]] || scenarios+=("$name")
