@@ -33,6 +33,7 @@ def test_unit_properties(host, instance: str) -> None:
         "Type": "simple",
         "KillMode": "mixed",
         "KillSignal": "15",
+        "OOMPolicy": "continue",
         # celery_worker_max_task_seconds 240 + the default 60 s margin
         "TimeoutStopUSec": "5min",
         "Restart": "always",
