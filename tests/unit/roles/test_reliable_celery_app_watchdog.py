@@ -1,0 +1,131 @@
+"""When the wrapper (roles/celery_base/files/reliable_celery_app.py) sends WATCHDOG=1, against a
+stand-in for Celery's consumer and a datagram socket standing in for systemd's; molecule's scenarios
+run it under systemd with real brokers."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+FILES = Path(__file__).parents[3] / "roles" / "celery_base" / "files"
+# The ping thread's interval is a quarter of this: it pings once, at import, within a test's span.
+WATCHDOG_USEC = "4000000000"
+
+
+class TaskConsumer:
+    def __init__(self, queues: list[str]) -> None:
+        self.queues = [SimpleNamespace(name=name) for name in queues]
+        self.consuming = set(queues)
+
+    def consuming_from(self, queue: str) -> bool:
+        return queue in self.consuming
+
+
+class Consumer:
+    """Celery's consumer as the watchdog step uses it: connection, task consumer, timer."""
+
+    def __init__(self, queues: list[str]) -> None:
+        self.connection = SimpleNamespace(connected=True)
+        self.task_consumer = TaskConsumer(queues)
+        self.timer = SimpleNamespace(call_repeatedly=self.call_repeatedly)
+        self.tick = None
+        self.connections_lost: list[Exception] = []
+
+    def call_repeatedly(self, _seconds, function):
+        self.tick = function
+        return SimpleNamespace(cancel=lambda: None)
+
+    def on_connection_error_after_connected(self, exc: Exception) -> None:
+        self.connections_lost.append(exc)
+
+
+@pytest.fixture
+def notify(tmp_path, monkeypatch):
+    """systemd's notify socket: the wrapper's messages since the last call of the returned function."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(tmp_path / "notify"))
+    server.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+
+    def received() -> list[bytes]:
+        messages = []
+        while True:
+            try:
+                messages.append(server.recv(4096))
+            except BlockingIOError:
+                return messages
+
+    yield received
+    server.close()
+
+
+@pytest.fixture
+def wrapper(notify, monkeypatch):
+    for name in ("RELIABLE_CELERY_APP", "RELIABLE_CELERY_SETTINGS", "RUNTIME_DIRECTORY", "CREDENTIALS_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WATCHDOG_USEC", WATCHDOG_USEC)
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    monkeypatch.syspath_prepend(str(FILES))
+    sys.modules.pop("reliable_celery_app", None)
+    module = importlib.import_module("reliable_celery_app")
+    deadline = time.monotonic() + 5
+    while not notify() and time.monotonic() < deadline:  # the ping thread's first: not consuming yet
+        time.sleep(0.01)
+    yield module
+    sys.modules.pop("reliable_celery_app", None)
+
+
+def started(wrapper, notify, queues: list[str]) -> Consumer:
+    """A consumer whose watchdog step started, and its first ping read."""
+    consumer = Consumer(queues)
+    consumer.step = wrapper._WatchdogStep(consumer)
+    consumer.step.start(consumer)
+    notify()
+    return consumer
+
+
+def test_it_pings_while_it_consumes_every_queue_with_its_connection_up(wrapper, notify) -> None:
+    consumer = started(wrapper, notify, ["celery", "reports"])
+    consumer.tick()
+    assert notify() == [b"WATCHDOG=1"]
+
+
+def test_a_cancelled_consumer_sends_no_ping(wrapper, notify) -> None:
+    consumer = started(wrapper, notify, ["celery", "reports"])
+    consumer.task_consumer.consuming.discard("reports")  # celery control cancel_consumer reports
+    consumer.tick()
+    assert notify() == []
+
+
+def test_a_reconnect_without_a_cancelled_queue_still_sends_no_ping(wrapper, notify) -> None:
+    """Celery deselects a cancelled queue: the consumer of a reconnect no longer has it."""
+    consumer = started(wrapper, notify, ["celery", "reports"])
+    consumer.step.stop(consumer)
+    consumer.task_consumer = TaskConsumer(["celery"])
+    consumer.step.start(consumer)
+    consumer.tick()
+    assert notify() == []
+
+
+def test_a_lost_connection_sends_no_ping_from_the_event_loop(wrapper, notify) -> None:
+    consumer = started(wrapper, notify, ["celery"])
+    consumer.connection.connected = False
+    consumer.tick()
+    assert notify() == []
+
+
+def test_at_a_connection_loss_the_worker_counts_as_not_consuming_at_once(wrapper, notify) -> None:
+    """Celery cancels the running tasks before it stops the consumer's steps: the thread pings meanwhile."""
+    consumer = started(wrapper, notify, ["celery"])
+    assert wrapper._consuming.is_set()
+    error = ConnectionResetError(104, "Connection reset by peer")
+    consumer.on_connection_error_after_connected(error)
+    assert not wrapper._consuming.is_set()
+    assert consumer.connections_lost == [error]
