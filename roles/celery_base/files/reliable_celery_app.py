@@ -281,8 +281,10 @@ class _WatchdogStep(_RepeatingStep):
 
         def stop_consuming(exc):
             # Celery cancels the running tasks before it stops the consumer's steps, and on AMQP marks each for
-            # retry through the lost broker, seconds each: the thread pings meanwhile.
+            # retry through the lost broker, seconds each: the thread pings meanwhile. The event loop ran until
+            # it saw the loss: that is a ping too.
             _consuming.clear()
+            _ping_watchdog()
             return on_connection_lost(exc)
 
         c.on_connection_error_after_connected = stop_consuming
@@ -296,8 +298,10 @@ class _WatchdogStep(_RepeatingStep):
             if connected and all(c.task_consumer.consuming_from(queue) for queue in self.queues):
                 _ping_watchdog()
 
+        # Connected, its steps started, it consumes next: a ping, as a reconnect shorter than the thread's
+        # interval gets none from the thread (a Redis restart left 8.3 s without one).
         _consuming.set()
-        ping()
+        _ping_watchdog()
         self.repeat(c, WATCHDOG_INTERVAL, ping)
 
     def stop(self, c):

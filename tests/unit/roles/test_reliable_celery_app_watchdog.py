@@ -20,9 +20,14 @@ WATCHDOG_USEC = "4000000000"
 
 
 class TaskConsumer:
+    """kombu's consumer of the task queues: Celery's event loop starts consuming after the steps start."""
+
     def __init__(self, queues: list[str]) -> None:
         self.queues = [SimpleNamespace(name=name) for name in queues]
-        self.consuming = set(queues)
+        self.consuming: set[str] = set()
+
+    def consume(self) -> None:
+        self.consuming = {queue.name for queue in self.queues}
 
     def consuming_from(self, queue: str) -> bool:
         return queue in self.consuming
@@ -83,10 +88,11 @@ def wrapper(notify, monkeypatch):
 
 
 def started(wrapper, notify, queues: list[str]) -> Consumer:
-    """A consumer whose watchdog step started, and its first ping read."""
+    """A consumer whose watchdog step started and which consumes, its first ping read."""
     consumer = Consumer(queues)
     consumer.step = wrapper._WatchdogStep(consumer)
     consumer.step.start(consumer)
+    consumer.task_consumer.consume()
     notify()
     return consumer
 
@@ -110,6 +116,8 @@ def test_a_reconnect_without_a_cancelled_queue_still_sends_no_ping(wrapper, noti
     consumer.step.stop(consumer)
     consumer.task_consumer = TaskConsumer(["celery"])
     consumer.step.start(consumer)
+    assert notify() == [b"WATCHDOG=1"]  # connected again: the one ping of each start
+    consumer.task_consumer.consume()
     consumer.tick()
     assert notify() == []
 
@@ -129,3 +137,11 @@ def test_at_a_connection_loss_the_worker_counts_as_not_consuming_at_once(wrapper
     consumer.on_connection_error_after_connected(error)
     assert not wrapper._consuming.is_set()
     assert consumer.connections_lost == [error]
+    assert notify() == [b"WATCHDOG=1"]  # its event loop ran until it saw the loss
+
+
+def test_each_start_pings_at_once(wrapper, notify) -> None:
+    """A reconnect shorter than the thread's interval gets no ping from the thread."""
+    consumer = Consumer(["celery"])
+    wrapper._WatchdogStep(consumer).start(consumer)
+    assert notify() == [b"WATCHDOG=1"]
