@@ -27,27 +27,22 @@ from restart_gap import current_unit, events, on_host, send, wait
 from stack import benchmark_main, broker_names, hosts, main_pid, molecule, report_heading, timed_converge, wait_active
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "molecule"))
-from conftest import broadcast, hang_until_replaced  # the scenarios' helpers
+from conftest import hang_until_replaced  # the scenarios' helper
 
 INSTANCE = "default"
 WATCHDOG_SECONDS = 20  # celery_worker_watchdog_seconds, the default
 CONCURRENCY = 3  # the chaos hosts' instance
 SOAK_TASK_SECONDS = 120
 FAULTS = {
-    "freeze-main": ("SIGSTOP of the main process", "kill -STOP $PID", "kill -CONT $PID"),
-    "block-main": ("a remote-control command blocks the main thread", "example_block_main_thread", ""),
-    "cancel-consumer": ("`celery control cancel_consumer celery`", "cancel_consumer", ""),
+    "freeze-main": "SIGSTOP of the main process",
+    "block-main": "a remote-control command blocks the main thread",
+    "cancel-consumer": "`celery control cancel_consumer celery`",
 }
 
 
 def strike(host, fault: str) -> dict[str, float]:
     """One fault on the host's worker: seconds from it to the abort and to the new process's readiness."""
-    _label, command, undo = FAULTS[fault]
-    if fault == "block-main":
-        command = broadcast(host, INSTANCE, command, seconds=SOAK_TASK_SECONDS)
-    elif fault == "cancel-consumer":
-        command = broadcast(host, INSTANCE, command, queue="celery")
-    times = hang_until_replaced(host, INSTANCE, command, undo=undo, timeout=120)
+    times = hang_until_replaced(host, INSTANCE, fault, timeout=120)
     return {"aborted": times["aborted"] - times["hung"], "ready": times["ready"] - times["hung"]}
 
 
@@ -124,7 +119,7 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
             aborted = [sample["aborted"] for sample in samples]
             ready = [sample["ready"] for sample in samples]
             lines.append(
-                f"| {names[result['broker']]} | {FAULTS[fault][0]} | {median(aborted):.1f} | {max(aborted):.1f}"
+                f"| {names[result['broker']]} | {FAULTS[fault]} | {median(aborted):.1f} | {max(aborted):.1f}"
                 f" | {median(ready):.1f} | {max(ready):.1f} |"
             )
     lines += [

@@ -207,6 +207,14 @@ def current_unit(host, instance: str) -> str:
     return current_slot(host, instance)[0]
 
 
+def readiness(host, instance: str) -> dict:
+    """The readiness marker of the instance's current slot if its running main process wrote it, else {}."""
+    unit, marker = current_slot(host, instance)
+    pid = main_pid(host, unit)
+    record = json.loads(host.run(f"cat {marker}").stdout or "{}")
+    return record if pid != 0 and record.get("pid") == pid else {}
+
+
 def current_node(host, instance: str) -> str:
     """The Celery node name of the instance's current slot."""
     unit = current_unit(host, instance)
@@ -280,15 +288,30 @@ def broadcast(host, instance: str, command: str, **arguments) -> str:
     return in_worker_environment(instance, [*argv, current_node(host, instance)])
 
 
-def hang_until_replaced(host, instance: str, hang: str, undo: str = "", timeout: float = 60) -> dict[str, float]:
-    """Make the instance's ready worker stop working with HANG, a shell command on the host that
-    returns at once ($PID is the worker's main process), wait until systemd's watchdog has aborted
-    it and started a new process, then run UNDO (with the same $PID) whatever happened. Returns
-    the host's times: when HANG returned ("hung"), the journal's "Watchdog timeout" ("aborted"),
-    and the new process's readiness ("ready")."""
-    unit, marker = current_slot(host, instance)
-    pid = main_pid(host, unit)
-    wait_for(lambda: f'"pid": {pid},' in host.run(f"cat {marker}").stdout, 60, f"{unit} ready")
+# Faults that stop a worker working while its process lives, each the shell commands that make it hang
+# and undo it on its host ($PID: the worker's main process): SIGSTOP of the main process, the example
+# app's remote-control command blocking its main thread, its consumer of the queue `celery` cancelled.
+WATCHDOG_FAULTS = ("freeze-main", "block-main", "cancel-consumer")
+
+
+def hang_commands(host, instance: str, fault: str) -> tuple[str, str]:
+    if fault == "freeze-main":
+        return "kill -STOP $PID", "kill -CONT $PID"
+    if fault == "block-main":
+        return broadcast(host, instance, "example_block_main_thread", seconds=120), ""
+    if fault == "cancel-consumer":
+        return broadcast(host, instance, "cancel_consumer", queue="celery"), ""
+    raise ValueError(f"not a watchdog fault: {fault}; one of {WATCHDOG_FAULTS}")
+
+
+def hang_until_replaced(host, instance: str, fault: str, timeout: float = 60) -> dict[str, float]:
+    """Make the instance's ready worker stop working with FAULT (one of WATCHDOG_FAULTS), wait until
+    systemd's watchdog has aborted it and started a new process, and undo the fault whatever
+    happened. Returns the host's times: when the fault struck ("hung"), the journal's "Watchdog
+    timeout" ("aborted"), and the new process's readiness ("ready")."""
+    hang, undo = hang_commands(host, instance, fault)
+    unit = current_unit(host, instance)
+    pid = wait_for(lambda: readiness(host, instance).get("pid"), 60, f"{unit} ready")
     since = host.check_output("date +%s")
     hung = float(host.check_output(f"PID={pid}; {hang} && date +%s.%N"))
     try:
@@ -303,10 +326,5 @@ def hang_until_replaced(host, instance: str, hang: str, undo: str = "", timeout:
         (int(e["__REALTIME_TIMESTAMP"]) / 1e6 for e in entries if "Watchdog timeout" in str(e.get("MESSAGE"))), None
     )
     assert aborted is not None, f"{unit} was replaced, but not by its watchdog:\n{journal(host, unit)}"
-    new_pid = main_pid(host, unit)
-    ready = wait_for(
-        lambda: (record := json.loads(host.run(f"cat {marker}").stdout or "{}")).get("pid") == new_pid and record,
-        120,
-        f"{unit} ready again",
-    )
+    ready = wait_for(lambda: readiness(host, instance), 120, f"{unit} ready again")
     return {"hung": hung, "aborted": aborted, "ready": ready["ready_at"]}

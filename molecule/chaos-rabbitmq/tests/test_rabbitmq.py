@@ -13,10 +13,10 @@ import pytest
 from conftest import (
     call_task,
     current_node,
-    current_slot,
     current_unit,
     journal,
     main_pid,
+    readiness,
     scenario_host,
     send_tasks,
     starts_and_ends,
@@ -160,7 +160,7 @@ def test_a_broker_restart_with_tasks_running_does_not_trip_the_watchdog(broker, 
         )
     try:
         for name, host in workers.items():
-            wait_for(lambda host=host, unit=units[name]: ready_pid(host, unit), 60, f"{units[name]} ready")
+            wait_for(lambda host=host: readiness(host, INSTANCE), 60, f"{units[name]} ready")
         pids = {name: main_pid(host, units[name]) for name, host in workers.items()}
         task_ids = send_tasks(workers[WORKERS[0]], [("example.sleep", [15], "celery")] * 6)
         wait_for(lambda: sum(bool(events_of(workers, t)["start"]) for t in task_ids) == 6, 60, "6 tasks running")
@@ -174,10 +174,3 @@ def test_a_broker_restart_with_tasks_running_does_not_trip_the_watchdog(broker, 
         for name, host in workers.items():
             host.run(f"rm -rf /run/systemd/system/{units[name]}.d && systemctl daemon-reload")
             host.run(f"systemctl restart {units[name]}")
-
-
-def ready_pid(host, unit: str) -> bool:
-    """Whether the unit's main process wrote its readiness marker."""
-    marker = current_slot(host, INSTANCE)[1]
-    pid = main_pid(host, unit)
-    return pid != 0 and f'"pid": {pid},' in host.run(f"cat {marker}").stdout

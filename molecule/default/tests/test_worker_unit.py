@@ -186,7 +186,7 @@ def test_a_ready_worker_that_is_killed_starts_again_at_once(host) -> None:
 def test_a_frozen_worker_is_aborted_by_the_watchdog_and_starts_again(host) -> None:
     """SIGSTOP of the main process: no WATCHDOG=1 comes, and systemd aborts the worker once
     celery_worker_watchdog_seconds (20 s) have passed since the last one, then starts it again."""
-    times = hang_until_replaced(host, "reports", "kill -STOP $PID", undo="kill -CONT $PID")
+    times = hang_until_replaced(host, "reports", "freeze-main")
     seconds = times["aborted"] - times["hung"]
     record_figures("REPORT", f"watchdog: a frozen worker was aborted {seconds:.1f} s after SIGSTOP")
     # The last WATCHDOG=1 came at most a quarter of the timeout before the freeze; the issue's bound is 30 s.

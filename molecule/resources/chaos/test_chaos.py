@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import (
     SUITE,
-    broadcast,
+    WATCHDOG_FAULTS,
     current_slot,
     current_unit,
     hang_until_replaced,
@@ -52,9 +52,7 @@ REPO = Path(__file__).parents[3]
 # the worker's start-up (a worker that was ready restarts at once).
 LONGEST_TASK_TIMEOUT = 30 + 15
 REDELIVERY_BOUND = 20 if SPEAKS_REDIS else 15
-# Faults that stop a worker working while its process lives: systemd's watchdog (20 s) aborts it and
-# starts it again, within 30 s of the fault (the issue's bound).
-WATCHDOG_FAULTS = {"freeze-main", "block-main", "cancel-consumer"}
+# A fault of WATCHDOG_FAULTS is aborted by systemd's watchdog (20 s) within this many seconds (the issue's bound).
 WATCHDOG_BOUND = 30
 # Faults that may cut a running task short or lose its ack: its task then runs again
 # (at-least-once delivery, docs/delivery.md). A broker restart is one: on AMQP the connection
@@ -142,25 +140,12 @@ class Fleet:
         struck = self.workers[name].check_output(f"kill -KILL {fault.pid} && date +%s.%N")
         fault.struck_from = fault.struck_to = float(struck)
 
-    def freeze_main(self, name: str, fault: Fault) -> None:
-        """SIGSTOP of the worker's main process: it sends no WATCHDOG=1, and systemd aborts it once
-        celery_worker_watchdog_seconds have passed and starts it again."""
-        self.hang(name, fault, "kill -STOP $PID", undo="kill -CONT $PID")
-
-    def block_main(self, name: str, fault: Fault) -> None:
-        """A remote-control command of the example app blocks the worker's main thread (its event loop)."""
-        host = self.workers[name]
-        self.hang(name, fault, broadcast(host, INSTANCE, "example_block_main_thread", seconds=120))
-
-    def cancel_consumer(self, name: str, fault: Fault) -> None:
-        """`celery control cancel_consumer`: the worker lives on and consumes nothing."""
-        host = self.workers[name]
-        self.hang(name, fault, broadcast(host, INSTANCE, "cancel_consumer", queue="celery"))
-
-    def hang(self, name: str, fault: Fault, command: str, undo: str = "") -> None:
+    def hang(self, name: str, fault: Fault) -> None:
+        """A fault of WATCHDOG_FAULTS: the worker stops working while its process lives; systemd's
+        watchdog aborts it once celery_worker_watchdog_seconds have passed and starts it again."""
         host = self.workers[name]
         fault.pid = main_pid(host, current_unit(host, INSTANCE))
-        times = hang_until_replaced(host, INSTANCE, command, undo=undo)
+        times = hang_until_replaced(host, INSTANCE, fault.kind)
         fault.struck_from, fault.struck_to = times["hung"], times["aborted"]
         fault.detected, fault.replaced = times["aborted"] - times["hung"], times["ready"] - times["hung"]
         assert fault.detected <= WATCHDOG_BOUND, (fault, times)
@@ -190,9 +175,7 @@ FAULT_KINDS = {
     "restart-playbook": Fleet.restart_playbook,
     "kill-main": Fleet.kill_main,
     "kill-child": Fleet.kill_child,
-    "freeze-main": Fleet.freeze_main,
-    "block-main": Fleet.block_main,
-    "cancel-consumer": Fleet.cancel_consumer,
+    **dict.fromkeys(WATCHDOG_FAULTS, Fleet.hang),
     "broker-restart": Fleet.broker_restart,
     "reboot": Fleet.reboot,
 }
