@@ -27,9 +27,9 @@ def whole_number(value, variable, minimum=0, zero_turns_off=False):
 def delivery_timeouts(max_task_seconds, max_eta_seconds=0, margin_seconds=60, prefix="celery"):
     """The timeouts that must outlast the longest task, from one formula for worker and broker.
 
-    - ``stop_timeout_seconds`` (TimeoutStopSec): the longest task + margin;
-    - ``visibility_timeout_seconds`` (Redis): + the longest ETA/countdown, since kombu's Redis
-      transport re-delivers a message unacked for longer, running or waiting for its ETA;
+    - ``visibility_timeout_seconds`` (Redis): the longest task + the longest ETA/countdown + margin,
+      since kombu's Redis transport re-delivers a message unacked for longer, running or waiting for
+      its ETA;
     - ``consumer_timeout_ms`` (RabbitMQ): the same span in milliseconds, or RabbitMQ closes the
       channel of a worker still holding an acks_late task.
 
@@ -39,7 +39,6 @@ def delivery_timeouts(max_task_seconds, max_eta_seconds=0, margin_seconds=60, pr
     eta = whole_number(max_eta_seconds, f"{prefix}_max_eta_seconds")
     margin = whole_number(margin_seconds, f"{prefix}_timeout_margin_seconds")
     return {
-        "stop_timeout_seconds": task + margin,
         "visibility_timeout_seconds": task + eta + margin,
         "consumer_timeout_ms": (task + eta + margin) * 1000,
     }

@@ -26,6 +26,10 @@ The units run ``celery -A reliable_celery_app worker|beat|flower``. This module:
 - when systemd watches the worker (``WatchdogSec=``), sends ``WATCHDOG=1`` from its event loop while
   it consumes every queue it started with and its broker connection is up, and from a thread while
   it does not consume (starting, reconnecting, draining);
+- when a warm shutdown begins (``SIGTERM``) with tasks running, tells systemd
+  (``EXTEND_TIMEOUT_USEC``) to wait for them until each is past its hard time limit (its own, else
+  the longest task's of the settings, ``reliable_celery_stop``) and the stop timeout beyond, and
+  writes that deadline to ``$RUNTIME_DIRECTORY/stop-deadline`` for celery_worker_restart's drains;
 - writes ``$RUNTIME_DIRECTORY/ready`` (the pid, node name, time, the generation it started with,
   ``RELIABLE_CELERY_GENERATION`` from its environment file, and whether leases are on) when the
   worker is ready to consume, and sends ``READY=1`` to ``$NOTIFY_SOCKET`` when systemd provides one.
@@ -48,6 +52,7 @@ import reliable_celery_leases
 import reliable_celery_poison
 from celery import Celery, bootsteps
 from celery.signals import task_received, worker_ready, worker_shutting_down
+from celery.worker import state as worker_state
 
 CREDENTIAL_SETTINGS = ("broker_url", "result_backend")
 # Celery's prefork pool learns that a pool process died when the process's exit wakes its event loop,
@@ -60,6 +65,12 @@ WATCHDOG_PINGS_PER_TIMEOUT = 4
 LEASE_SETTING = "reliable_celery_leases"
 # The settings' entry for poison containment: {"max_unfinished_runs": N, "dead_letter_queue": NAME}.
 POISON_SETTING = "reliable_celery_poison"
+# The settings' entry for stops: {"max_task_seconds": N, "stop_timeout_seconds": S}; absent: systemd's
+# TimeoutStopSec alone bounds a stop.
+STOP_SETTING = "reliable_celery_stop"
+# How often a stopping worker tells systemd again how long its tasks may still take: often enough that a
+# task that starts meanwhile (one handed to the pool just before the stop) is counted well in time.
+STOP_EXTEND_SECONDS = 2
 logger = logging.getLogger("reliable_celery")
 
 
@@ -87,10 +98,16 @@ def _settings():
 
 
 def _record_start(settings):
+    _write_runtime_record("start.json", {"argv": sys.orig_argv, "settings": settings})
+
+
+def _write_runtime_record(name, record):
+    """Write RECORD as JSON to $RUNTIME_DIRECTORY/NAME at once: a reader sees the whole record or the one before."""
     runtime_directory = os.environ.get("RUNTIME_DIRECTORY")
     if runtime_directory:
-        record = Path(runtime_directory) / "start.json"
-        record.write_text(json.dumps({"argv": sys.orig_argv, "settings": settings}) + "\n")
+        partial = Path(runtime_directory, name + ".partial")
+        partial.write_text(json.dumps(record) + "\n")
+        partial.replace(partial.with_name(name))
 
 
 def _lease_mode(settings):
@@ -114,6 +131,7 @@ app = _load_app()
 _conf = _settings()
 LEASE_MODE = _lease_mode(_conf)
 POISON = _conf.pop(POISON_SETTING, None)
+STOP = _conf.pop(STOP_SETTING, None)
 app.conf.update(_conf)
 _leases = reliable_celery_leases.Leases(app.conf.broker_transport_options.get("visibility_timeout", 3600))
 
@@ -330,20 +348,59 @@ if WATCHDOG_INTERVAL is not None:
     threading.Thread(target=_ping_unless_consuming, name="reliable-celery-watchdog", daemon=True).start()
 
 
+def seconds_to_limits(requests, now, task_time_limit, max_task_seconds):
+    """Seconds from NOW (wall clock) until the last of the REQUESTS passes its hard time limit, or None
+    without requests. A request's limit is Celery's for it: the message's, else its task's, else the
+    app's TASK_TIME_LIMIT; without any, MAX_TASK_SECONDS. A request not started yet counts from now."""
+    ends = [
+        (request.time_start or now)
+        + (request.time_limits[0] or getattr(request.task, "time_limit", None) or task_time_limit or max_task_seconds)
+        for request in requests
+    ]
+    return max(ends) - now if ends else None
+
+
+def _held_requests():
+    """The requests the worker holds (running or handed to the pool), read from another thread than the one
+    that changes the set: a change during the copy is retried."""
+    while True:
+        with contextlib.suppress(RuntimeError):  # "Set changed size during iteration"
+            return list(worker_state.reserved_requests)
+
+
+def _extend_stop_while_tasks_run(**_kwargs):
+    """From the SIGTERM of a warm shutdown until the process exits: while a held task is within its hard time
+    limit, tell systemd to wait for it (EXTEND_TIMEOUT_USEC: its limit + the stop timeout, which systemd only
+    ever lengthens) and record the same deadline (CLOCK_MONOTONIC) for celery_worker_restart. A task past its
+    limit gets the stop timeout, no more: then systemd SIGKILLs what is left."""
+
+    def extend():
+        while True:
+            left = seconds_to_limits(_held_requests(), time.time(), app.conf.task_time_limit, STOP["max_task_seconds"])
+            if left is not None and left > 0:
+                seconds = left + STOP["stop_timeout_seconds"]
+                with contextlib.suppress(OSError):
+                    _notify_systemd("EXTEND_TIMEOUT_USEC=%d" % (seconds * 1e6))
+                _write_runtime_record(
+                    "stop-deadline", {"pid": os.getpid(), "stop_by_monotonic": time.monotonic() + seconds}
+                )
+            time.sleep(STOP_EXTEND_SECONDS)
+
+    threading.Thread(target=extend, name="reliable-celery-stop", daemon=True).start()
+
+
+if STOP is not None:
+    worker_shutting_down.connect(_extend_stop_while_tasks_run, weak=False)
+
+
 @worker_ready.connect(weak=False)
 def _announce_ready(sender=None, **_kwargs) -> None:
-    runtime_directory = os.environ.get("RUNTIME_DIRECTORY")
-    if runtime_directory:
-        marker = Path(runtime_directory) / "ready"
-        partial = marker.with_name("ready.partial")
-        node = getattr(sender, "hostname", None)
-        record = {
-            "pid": os.getpid(),
-            "node": node,
-            "ready_at": time.time(),
-            "generation": os.environ.get("RELIABLE_CELERY_GENERATION"),
-            "leases": LEASE_MODE,
-        }
-        partial.write_text(json.dumps(record) + "\n")
-        partial.replace(marker)
+    record = {
+        "pid": os.getpid(),
+        "node": getattr(sender, "hostname", None),
+        "ready_at": time.time(),
+        "generation": os.environ.get("RELIABLE_CELERY_GENERATION"),
+        "leases": LEASE_MODE,
+    }
+    _write_runtime_record("ready", record)
     _notify_systemd(f"READY=1\nMAINPID={os.getpid()}")

@@ -1,20 +1,15 @@
 """When the wrapper (roles/celery_base/files/reliable_celery_app.py) sends WATCHDOG=1, against a
-stand-in for Celery's consumer and a datagram socket standing in for systemd's; molecule's scenarios
-run it under systemd with real brokers."""
+stand-in for Celery's consumer and a datagram socket standing in for systemd's (conftest.py); molecule's
+scenarios run it under systemd with real brokers."""
 
 from __future__ import annotations
 
-import importlib
 import os
-import socket
-import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-FILES = Path(__file__).parents[3] / "roles" / "celery_base" / "files"
 # The ping thread's interval is a quarter of this: it pings once, at import, within a test's span.
 WATCHDOG_USEC = "4000000000"
 
@@ -52,39 +47,12 @@ class Consumer:
 
 
 @pytest.fixture
-def notify(tmp_path, monkeypatch):
-    """systemd's notify socket: the wrapper's messages since the last call of the returned function."""
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    server.bind(str(tmp_path / "notify"))
-    server.setblocking(False)
-    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
-
-    def received() -> list[bytes]:
-        messages = []
-        while True:
-            try:
-                messages.append(server.recv(4096))
-            except BlockingIOError:
-                return messages
-
-    yield received
-    server.close()
-
-
-@pytest.fixture
-def wrapper(notify, monkeypatch):
-    for name in ("RELIABLE_CELERY_APP", "RELIABLE_CELERY_SETTINGS", "RUNTIME_DIRECTORY", "CREDENTIALS_DIRECTORY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("WATCHDOG_USEC", WATCHDOG_USEC)
-    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
-    monkeypatch.syspath_prepend(str(FILES))
-    sys.modules.pop("reliable_celery_app", None)
-    module = importlib.import_module("reliable_celery_app")
+def wrapper(notify, import_wrapper):
+    module = import_wrapper(WATCHDOG_USEC=WATCHDOG_USEC, WATCHDOG_PID=str(os.getpid()))
     deadline = time.monotonic() + 5
     while not notify() and time.monotonic() < deadline:  # the ping thread's first: not consuming yet
         time.sleep(0.01)
-    yield module
-    sys.modules.pop("reliable_celery_app", None)
+    return module
 
 
 def started(wrapper, notify, queues: list[str]) -> Consumer:

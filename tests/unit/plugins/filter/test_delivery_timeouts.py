@@ -16,14 +16,13 @@ from ansible_collections.reliable.celery.plugins.filter.delivery_timeouts import
 
 def test_one_formula_gives_every_timeout() -> None:
     assert delivery_timeouts(600, 30, 60) == {
-        "stop_timeout_seconds": 660,
         "visibility_timeout_seconds": 690,
         "consumer_timeout_ms": 690_000,
     }
 
 
 def test_numbers_given_as_strings_on_the_command_line_are_numbers() -> None:
-    assert delivery_timeouts("40", "0", " 5 ")["stop_timeout_seconds"] == 45
+    assert delivery_timeouts("40", "0", " 5 ")["visibility_timeout_seconds"] == 45
 
 
 @pytest.mark.parametrize(
@@ -43,7 +42,7 @@ def test_bad_numbers_name_the_variable(args: tuple, variable: str) -> None:
 
 def test_a_hosts_value_is_its_roles_else_the_collection_wide_else_the_default() -> None:
     assert host_delivery_timeouts({}, "broker")["consumer_timeout_ms"] == 660_000
-    assert host_delivery_timeouts({"celery_max_task_seconds": 300}, "worker")["stop_timeout_seconds"] == 360
+    assert host_delivery_timeouts({"celery_max_task_seconds": 300}, "worker")["visibility_timeout_seconds"] == 360
     both = {"celery_max_task_seconds": 300, "celery_worker_max_task_seconds": "900", "celery_max_eta_seconds": 40}
     assert host_delivery_timeouts(both, "worker")["visibility_timeout_seconds"] == 1000
     assert host_delivery_timeouts(both, "broker")["visibility_timeout_seconds"] == 400
