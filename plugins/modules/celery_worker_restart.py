@@ -23,8 +23,8 @@ description:
     enabled for boot is current. The module starts the other slot and waits until it is ready; only then it stops
     the old slot, which finishes its running tasks while the new one already consumes, and makes the new slot the
     current one (enabled, the old one disabled). The old slot gets C(SIGTERM) on its main process from
-    C(systemctl stop), with its stop timeout lifted for the drain by a runtime drop-in, so that systemd does not kill
-    it either. A drop-in that an interrupted handover left on a slot that is not draining is removed.
+    C(systemctl stop); systemd then waits as long as the worker extends its stop timeout (the
+    C(reliable_celery_app) wrapper does while a running task is within its hard time limit).
   - Before it stops anything, the module imports the unit's Celery app (C(-A)) with the release, user, environment
     files and credentials of the unit as systemd will start it, and checks that it is a Celery app (O(app_check)).
     A failure leaves the running worker untouched.
@@ -87,7 +87,9 @@ options:
     description:
       - Seconds to wait, after C(SIGTERM), for the old main process to finish its tasks and exit.
       - With O(strategy=handover), also how long a handover waits for an earlier old slot that is still draining.
-      - Defaults to the unit's C(TimeoutStopSec), which the celery_worker role derives from the longest task.
+      - Defaults to as long as the worker says its running tasks may take, the stop deadline the
+        C(reliable_celery_app) wrapper reports while a running task is within its hard time limit (the deadline it
+        gives systemd, that limit + the unit's C(TimeoutStopSec)), and at least the unit's C(TimeoutStopSec).
     type: float
   ready_timeout:
     description:
@@ -249,7 +251,6 @@ stale:
   sample: false
 """
 
-import contextlib
 import json
 import os
 import re
@@ -264,11 +265,11 @@ from ansible_collections.reliable.celery.plugins.module_utils import _rollback, 
 POLL_SECONDS = 0.2
 # After SIGKILL, the time the kernel and systemd get to reap the unit's processes.
 KILL_GRACE_SECONDS = 10.0
-# While an old slot drains after a handover, systemd must not SIGKILL it when TimeoutStopSec
-# passes: only kill_after may. A runtime drop-in (gone at reboot) lifts the timeout for that stop.
 RUNTIME_ROOT = "/run"
 PROC_ROOT = "/proc"
-HANDOVER_DROP_IN = "systemd/system/%s.d/50-reliable-celery-handover.conf"
+# Beside the readiness marker: the wrapper's record, while it stops, of the CLOCK_MONOTONIC time by which its
+# running tasks are past their hard time limits + TimeoutStopSec (what it asked systemd to wait for).
+STOP_DEADLINE = "stop-deadline"
 # The password of a URL (scheme://user:PASSWORD@host) in text the module relays.
 URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^:/?#@\s]*:)[^@\s]+@")
 # Shorter secrets are not masked: masking them would garble every message.
@@ -282,12 +283,6 @@ APP_CHECK = (
     "if not isinstance(app, Celery):\n"
     "    raise SystemExit('%s is not a Celery app: %r' % (sys.argv[1], app))\n"
 )
-HANDOVER_DROP_IN_TEXT = """\
-# Written by reliable.celery's celery_worker_restart while this slot drains after a handover:
-# its running tasks may finish however long they take. Removed when the drain is over.
-[Service]
-TimeoutStopSec=infinity
-"""
 
 
 class RestartFailed(Exception):
@@ -330,17 +325,8 @@ def unit_name(name):
     return name if "." in name else name + ".service"
 
 
-def drop_in_path(unit):
-    return os.path.join(RUNTIME_ROOT, HANDOVER_DROP_IN % unit)
-
-
-def remove_empty_directory(path):
-    with contextlib.suppress(OSError):  # missing, or not empty
-        os.rmdir(path)
-
-
 def read_marker(path):
-    """The readiness marker's record, or {} while there is none."""
+    """The record of a readiness marker (or the wrapper's other records), or {} while there is none."""
     try:
         with open(path) as marker:
             record = json.load(marker)
@@ -573,7 +559,6 @@ class WorkerRestart:
                 "marker_path and node cannot be used with other_slot: each slot has its own readiness marker "
                 "(in its RuntimeDirectory) and node name (its --hostname)"
             )
-        self.remove_stale_drop_ins(self.loaded_state(self.unit), self.loaded_state(self.other_slot))
         current, other = self.current_slot(self.loaded_state(self.unit), self.loaded_state(self.other_slot))
         self.result["unit"] = current.unit
         if self.params["strategy"] == "drain" or not current.running:
@@ -628,11 +613,7 @@ class WorkerRestart:
         self.check_app(new)
         self.wait_earlier_drain(new, timeout)
         self.refuse_two_running(old, self.state(new.unit))
-        self.set_drop_in(new.unit, present=False)
         self.clear_rollback(new.unit)
-        # Lifted before the start, so that the old slot stops the moment the new one is ready:
-        # whatever the old worker fetches meanwhile waits, unstarted, until it has drained.
-        self.set_drop_in(old.unit, present=True)
         self.systemctl_run(new.unit, "start")
         try:
             new_pid = self.wait_for_new_main_pid(new.unit, None)
@@ -640,7 +621,6 @@ class WorkerRestart:
             self.confirm_generation(new, new_pid)
         except RestartFailed as failure:
             self.systemctl_run(new.unit, "stop")
-            self.set_drop_in(old.unit, present=False)
             raise RestartFailed(
                 "%s\nThe handover did not happen: %s was stopped again, and %s (main pid %s) keeps running untouched."
                 % (failure, new.unit, old.unit, old.main_pid)
@@ -648,8 +628,7 @@ class WorkerRestart:
         self.systemctl_run(old.unit, "stop", "--no-block")
         self.result["signalled"] = True
         self.make_current(new.unit, old.unit)
-        self.wait_drained(old.unit, timeout, why=", after the handover to %s" % new.unit)
-        self.set_drop_in(old.unit, present=False)
+        self.wait_drained(old, timeout, why=", after the handover to %s" % new.unit)
         self.clear_rollback(old.unit)
 
     def clear_rollback(self, unit):
@@ -663,33 +642,7 @@ class WorkerRestart:
         """A slot still draining from an earlier handover must be gone before it can be the new one."""
         if slot.active_state != "deactivating":
             return
-        self.wait_drained(slot.unit, timeout, why=", from an earlier handover; it must finish before the next handover")
-        self.set_drop_in(slot.unit, present=False)
-
-    def remove_stale_drop_ins(self, *slots):
-        """A handover drop-in on a slot that is not draining was left by an interrupted handover: without it the
-        slot would keep an infinite stop timeout."""
-        for slot in slots:
-            stale = slot.active_state != "deactivating" and os.path.exists(drop_in_path(slot.unit))
-            if stale:
-                self.result["changed"] = True
-            if not self.module.check_mode:
-                if stale:
-                    self.set_drop_in(slot.unit, present=False)
-                remove_empty_directory(os.path.dirname(drop_in_path(slot.unit)))
-
-    def set_drop_in(self, unit, present):
-        path = drop_in_path(unit)
-        if present == os.path.exists(path):
-            return
-        if present:
-            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-            with open(path, "w") as drop_in:
-                drop_in.write(HANDOVER_DROP_IN_TEXT)
-        else:
-            os.remove(path)
-            remove_empty_directory(os.path.dirname(path))
-        self.daemon_reload()
+        self.wait_drained(slot, timeout, why=", from an earlier handover; it must finish before the next handover")
 
     # --- one unit ---
 
@@ -719,26 +672,31 @@ class WorkerRestart:
                 self.result["signalled"] = True
             except ProcessLookupError:
                 pass  # it exited on its own meanwhile
-        self.wait_drained(
-            before.unit, timeout, pid=before.main_pid, afterwards=" and systemd will start it again once it exits"
-        )
+        self.wait_drained(before, timeout, alone=True, afterwards=" and systemd will start it again once it exits")
 
-    def wait_drained(self, unit, timeout, pid=None, why="", afterwards=""):
-        """Wait for an old worker that got SIGTERM to finish its running tasks and exit: its main
-        process ``pid`` (a drain), or without one the whole ``unit`` (a slot being stopped).
+    def wait_drained(self, before, timeout, alone=False, why="", afterwards=""):
+        """Wait for an old worker that got SIGTERM to finish its running tasks and exit: its main process
+        alone (a drain: systemd starts the unit again), or the whole unit (a slot being stopped).
 
+        Without drain_timeout, the deadline follows the stop deadline the worker reports (STOP_DEADLINE).
         Once kill_after has passed (only if set), SIGKILL what is left of the unit and give it
         KILL_GRACE_SECONDS more. ``timeout`` seconds after the start, fail and leave it draining.
         """
+        unit, pid = before.unit, before.main_pid
+        reported = self.stop_deadline_path(before) if self.params["drain_timeout"] is None else None
         started = time.monotonic()
         while True:
-            if pid is None:
+            if alone:
+                draining, main_pid = process_running(pid), pid
+            else:
                 state = self.state(unit)
                 draining, main_pid = not state.stopped, state.main_pid
-            else:
-                draining, main_pid = process_running(pid), pid
             if not draining:
                 break
+            if reported:
+                record = read_marker(reported)
+                if record.get("pid") == main_pid and isinstance(record.get("stop_by_monotonic"), (int, float)):
+                    timeout = max(timeout, record["stop_by_monotonic"] - started)
             elapsed = time.monotonic() - started
             kill_after = self.params["kill_after"]
             if kill_after is not None and elapsed >= kill_after and not self.result["killed"]:
@@ -804,6 +762,13 @@ class WorkerRestart:
                 )
             time.sleep(POLL_SECONDS)
         self.result["ready_seconds"] = round(time.monotonic() - started, 3)
+
+    def stop_deadline_path(self, state):
+        """Where the worker reports its stop deadline: beside its readiness marker; None without one."""
+        try:
+            return os.path.join(os.path.dirname(self.marker_path(state)), STOP_DEADLINE)
+        except RestartFailed:
+            return None
 
     def marker_path(self, state):
         if self.params["marker_path"]:

@@ -58,7 +58,6 @@ class FakeHost:
         if verb == "daemon-reload":
             for unit in self.units.values():
                 unit.need_daemon_reload = False
-                unit.drop_in = (self.run_root / restart_module.HANDOVER_DROP_IN.replace("%s", unit.name)).exists()
             return 0, "", ""
         if verb in ("show", "start", "restart", "stop", "kill", "enable", "disable", "reset-failed"):
             return self.units[args[-1]].systemctl(verb, args)
@@ -77,6 +76,7 @@ class FakeHost:
         self.signals.append((pid, signum))
         unit = next(unit for unit in self.units.values() if unit.main == pid)
         self.exit_at[pid] = self.now + unit.drain_seconds
+        unit.report_stop_deadline()
 
     def running(self, pid: int) -> bool:
         return pid in self.alive
@@ -117,7 +117,10 @@ class FakeSystemd:
         self.restart_sec = 5.0  # Restart=always waits this long after a clean exit
         self.restart_due: float | None = None
         self.timeout_stop = "5min"
-        self.drop_in = False  # the module's handover drop-in (TimeoutStopSec=infinity) is loaded
+        # While it stops, the worker's running tasks are within their hard time limits this much longer: it extends
+        # the stop timeout to then + TimeoutStopSec (EXTEND_TIMEOUT_USEC) and reports that deadline. None: no tasks.
+        self.tasks_within_limits: float | None = None
+        self.stop_by: float | None = None
         self.stopping_since: float | None = None
         self.sigkilled = False
         self.drain_seconds = 3.0  # how long a SIGTERMed main process takes to exit
@@ -163,12 +166,23 @@ class FakeSystemd:
         else:
             self.stop()
 
+    def report_stop_deadline(self) -> None:
+        """The wrapper at SIGTERM: it extends systemd's stop timeout and records the deadline beside the marker."""
+        if self.tasks_within_limits is None:
+            return
+        self.stop_by = (
+            self.host.now + self.tasks_within_limits + restart_module._systemd.parse_timespan(self.timeout_stop)
+        )
+        record = {"pid": self.main, "stop_by_monotonic": self.stop_by}
+        (self.marker.parent / restart_module.STOP_DEADLINE).write_text(json.dumps(record))
+
     def tick(self) -> None:
         if self.stopping_since is not None:
             timeout = restart_module._systemd.parse_timespan(self.timeout_stop)
+            deadline = None if timeout is None else max(self.stopping_since + timeout, self.stop_by or 0)
             if self.main not in self.host.alive:
                 self.stop()
-            elif not self.drop_in and timeout is not None and self.host.now - self.stopping_since >= timeout:
+            elif deadline is not None and self.host.now >= deadline:
                 self.sigkilled = True  # systemd's own SIGKILL when TimeoutStopSec passes
                 self.host.alive.discard(self.main)
                 self.stop()
@@ -232,7 +246,7 @@ class FakeSystemd:
                 f"UnitFileState={'enabled' if self.enabled else 'disabled'}",
                 f"NeedDaemonReload={'yes' if self.need_daemon_reload else 'no'}",
                 "WorkingDirectory=/var/lib/celery",
-                f"TimeoutStopUSec={'infinity' if self.drop_in else self.timeout_stop}",
+                f"TimeoutStopUSec={self.timeout_stop}",
                 f"RuntimeDirectory=celery/worker-{self.instance}",
                 "ExecStart={ path=/opt/r/bin/celery ; argv[]=/opt/r/bin/celery -A reliable_celery_app worker "
                 f"--hostname={self.instance}@%h --statedb=/var/lib/x ; ignore_errors=no }}",
@@ -246,7 +260,8 @@ class FakeSystemd:
     def stop(self) -> None:
         self.host.alive.discard(self.main)
         self.main, self.active_state, self.sub_state = None, "inactive", "dead"
-        self.stopping_since = None
+        self.stopping_since = self.stop_by = None
+        (self.marker.parent / restart_module.STOP_DEADLINE).unlink(missing_ok=True)  # systemd removes RuntimeDirectory
 
     def systemctl_verbs(self) -> list[str]:
         return [
@@ -355,6 +370,21 @@ def test_drain_timeout_fails_clearly_and_kills_nothing(systemd, fail) -> None:
 def test_drain_timeout_defaults_to_the_units_stop_timeout(systemd, fail) -> None:
     systemd.drain_seconds = 10_000
     assert "300 s after SIGTERM" in fail()["msg"]
+
+
+def test_without_drain_timeout_a_drain_lasts_as_long_as_the_worker_says_its_tasks_may(systemd, run, fail) -> None:
+    systemd.drain_seconds = 500
+    systemd.tasks_within_limits = 400
+    assert run()["drain_seconds"] == pytest.approx(500.0, abs=0.5)
+    systemd.drain_seconds = 10_000
+    assert "700 s after SIGTERM" in fail()["msg"], "the task's limit (400 s) + TimeoutStopSec (300 s)"
+    assert not systemd.sigkilled
+
+
+def test_drain_timeout_wins_over_the_deadline_the_worker_reports(systemd, fail) -> None:
+    systemd.drain_seconds = 500
+    systemd.tasks_within_limits = 400
+    assert "30 s after SIGTERM" in fail(drain_timeout=30)["msg"]
 
 
 def test_a_unit_without_stop_timeout_needs_an_explicit_drain_timeout(systemd, fail) -> None:
@@ -530,8 +560,9 @@ def commands_on(host: FakeHost, unit: str) -> list[str]:
 
 def test_handover_starts_the_other_slot_and_stops_the_old_one_only_once_the_new_one_is_ready(host, slots, run) -> None:
     a, b = slots
-    a.drain_seconds = 400  # longer than its TimeoutStopSec (5 min): systemd must not kill it either
-    result = run(**HANDOVER, drain_timeout=500)
+    a.drain_seconds = 400  # longer than its TimeoutStopSec (5 min): its task is within its limit, systemd waits
+    a.tasks_within_limits = 450
+    result = run(**HANDOVER)
     assert result == {
         "changed": True,
         "unit": SLOT_B,
@@ -552,12 +583,20 @@ def test_handover_starts_the_other_slot_and_stops_the_old_one_only_once_the_new_
     assert commands_on(host, UNIT) == ["stop --no-block", "disable"]
     order = [args[1:] for args in host.commands if args[1] not in ("show", "cat")]
     assert order.index(["start", "--", SLOT_B]) < order.index(["stop", "--no-block", "--", UNIT])
-    assert order.index(["daemon-reload"]) < order.index(["start", "--", SLOT_B]), "the drop-in is in before"
     assert host.signals == [(100, signal.SIGTERM)], "SIGTERM to the old main process only"
-    assert not a.sigkilled, "the drop-in lifts TimeoutStopSec while the old slot drains"
+    assert not a.sigkilled, "the worker extends its stop timeout while its task is within its limit"
     assert (a.active_state, a.enabled, b.active_state, b.enabled) == ("inactive", False, "active", True)
-    assert not (host.run_root / restart_module.HANDOVER_DROP_IN.replace("%s", UNIT)).exists()
-    assert [args[1] for args in host.commands].count("daemon-reload") == 2  # drop-in in, drop-in out
+    assert "daemon-reload" not in [args[1] for args in host.commands]
+
+
+def test_an_old_slot_whose_task_outlasts_its_limit_is_killed_by_systemd_at_the_deadline_it_reported(slots, run) -> None:
+    a, _b = slots
+    a.drain_seconds = 10_000
+    a.tasks_within_limits = 100
+    result = run(**HANDOVER)
+    assert a.sigkilled, "systemd's SIGKILL, TimeoutStopSec (300 s) after the task's limit"
+    assert (result["unit"], result["killed"]) == (SLOT_B, False)
+    assert result["drain_seconds"] == pytest.approx(400.0, abs=0.5)
 
 
 @pytest.mark.usefixtures("slots")
@@ -591,7 +630,6 @@ def test_a_new_slot_that_never_gets_ready_is_stopped_and_the_old_one_keeps_runni
     )
     assert commands_on(host, UNIT) == []
     assert host.signals == [(101, signal.SIGTERM)], "only the new slot is stopped"
-    assert not (host.run_root / restart_module.HANDOVER_DROP_IN.replace("%s", UNIT)).exists()
     assert (a.main, a.active_state, a.enabled) == (100, "active", True)
     assert (b.active_state, b.enabled) == ("inactive", False)
 
@@ -599,7 +637,6 @@ def test_a_new_slot_that_never_gets_ready_is_stopped_and_the_old_one_keeps_runni
 def test_a_handover_waits_for_an_earlier_old_slot_still_draining(host, slots, run) -> None:
     _a, b = slots
     b.spawn()
-    b.drop_in = True
     b.begin_stop()  # still draining 3 s from an earlier handover
     result = run(**HANDOVER)
     assert result["unit"] == SLOT_B
@@ -611,7 +648,7 @@ def test_a_handover_fails_clearly_when_the_earlier_old_slot_drains_past_the_dead
     a, b = slots
     b.spawn()
     b.drain_seconds = 600
-    b.drop_in = True
+    b.tasks_within_limits = 900
     b.begin_stop()
     assert fail(**HANDOVER, drain_timeout=30)["msg"] == (
         "celery-worker-b@default.service (main pid 101) is still finishing its tasks 30 s after SIGTERM, "
@@ -759,35 +796,6 @@ def test_the_app_check_can_be_turned_off(systemd, host, run) -> None:
 
 
 # --- leftovers of interrupted runs ---
-
-
-@pytest.mark.usefixtures("slots")
-def test_a_drop_in_left_by_an_interrupted_handover_is_removed_with_its_directory(host, run) -> None:
-    drop_in = Path(host.run_root, restart_module.HANDOVER_DROP_IN % UNIT)
-    drop_in.parent.mkdir(parents=True)
-    drop_in.write_text(restart_module.HANDOVER_DROP_IN_TEXT)
-    host.units[UNIT].drop_in = True
-    result = run(other_slot="celery-worker-b@default")  # a drain of the current slot needs its TimeoutStopSec
-    assert result["changed"] is True
-    assert not drop_in.parent.exists()
-    assert result["drain_seconds"] == pytest.approx(3.0, abs=0.25)
-
-
-@pytest.mark.usefixtures("slots")
-def test_a_handover_leaves_no_empty_drop_in_directory(host, run) -> None:
-    run(**HANDOVER)
-    assert not list(Path(host.run_root, "systemd/system").glob("*.d"))
-
-
-@pytest.mark.usefixtures("slots")
-def test_check_mode_reports_a_stale_drop_in_and_removes_nothing(host, run) -> None:
-    drop_in = Path(host.run_root, restart_module.HANDOVER_DROP_IN % UNIT)
-    drop_in.parent.mkdir(parents=True)
-    drop_in.write_text(restart_module.HANDOVER_DROP_IN_TEXT)
-    host.units[UNIT].drop_in = True
-    host.sleep(2)
-    assert run(**HANDOVER, state="started", _ansible_check_mode=True)["changed"] is True
-    assert drop_in.exists()
 
 
 def test_units_changed_on_disk_are_reloaded_before_the_start(systemd, run) -> None:
