@@ -62,29 +62,18 @@ def test_an_app_that_cannot_load_fails_every_run_until_fixed_while_the_worker_ke
     assert converge().returncode == 0
 
 
-def test_a_drain_instance_whose_app_is_no_celery_app_stays_up_and_a_stale_drop_in_goes(host) -> None:
+def test_a_drain_instance_whose_app_is_no_celery_app_stays_up(host) -> None:
     unit = current_unit(host, "default")
     pid = main_pid(host, unit)
-    # What a handover interrupted by Ctrl-C leaves on the slot that kept running.
-    drop_in_dir = f"/run/systemd/system/{unit}.d"
-    drop_in = f"{drop_in_dir}/50-reliable-celery-handover.conf"
-    host.check_output(f"mkdir -p {drop_in_dir} && printf '[Service]\\nTimeoutStopSec=infinity\\n' > {drop_in}")
-    host.check_output("systemctl daemon-reload")
     result = converge(celery_worker_instances=with_default(app="os:system", restart_strategy="drain"))
     assert result.returncode != 0
     assert "is not a Celery app" in result.stdout + result.stderr, (result.stdout + result.stderr)[-6000:]
     assert main_pid(host, unit) == pid, "the drain instance was stopped for an app that cannot run"
-    assert not host.file(drop_in_dir).exists, "the interrupted handover's drop-in is still there"
-    assert unit_properties_timeout(host, unit) != "infinity"
 
     assert converge().returncode == 0
     assert main_pid(host, unit) == pid, "the instance was restarted although it runs the desired generation"
     leftovers = host.check_output("find /run/systemd/system -mindepth 1 -maxdepth 1 -name 'celery-worker*.d'")
     assert leftovers == "", f"drop-in directories left behind: {leftovers}"
-
-
-def unit_properties_timeout(host, unit: str) -> str:
-    return host.check_output(f"systemctl show -p TimeoutStopUSec --value {unit}")
 
 
 def test_a_drain_whose_new_configuration_cannot_start_brings_the_previous_generation_back(host) -> None:

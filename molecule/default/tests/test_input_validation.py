@@ -67,6 +67,10 @@ CASES = {
         {"celery_worker_max_unfinished_runs": -1},
         "celery_worker_max_unfinished_runs must be a whole number >= 0",
     ),
+    "stop timeout of zero": (
+        {"celery_worker_stop_timeout_seconds": 0},
+        "celery_worker_stop_timeout_seconds must be a whole number >= 1",
+    ),
     "dead-letter queue consumed": (
         {"celery_worker_dead_letter_queue": "celery"},
         "celery_worker_dead_letter_queue must be a queue name that no instance",

@@ -34,8 +34,8 @@ def test_unit_properties(host, instance: str) -> None:
         "KillMode": "mixed",
         "KillSignal": "15",
         "OOMPolicy": "continue",
-        # celery_worker_max_task_seconds 240 + the default 60 s margin
-        "TimeoutStopUSec": "5min",
+        # celery_worker_stop_timeout_seconds; the worker extends it while a task is within its time limit
+        "TimeoutStopUSec": "30s",
         "Restart": "always",
         "RestartUSec": "0",  # a ready worker restarts at once; one that cannot start pauses first
         "WatchdogUSec": "20s",  # celery_worker_watchdog_seconds
