@@ -379,11 +379,10 @@ def _extend_stop_while_tasks_run(**_kwargs):
             left = seconds_to_limits(_held_requests(), time.time(), app.conf.task_time_limit, STOP["max_task_seconds"])
             if left is not None and left > 0:
                 seconds = left + STOP["stop_timeout_seconds"]
+                record = {"pid": os.getpid(), "stop_by_monotonic": time.monotonic() + seconds}
+                _write_runtime_record("stop-deadline", record)
                 with contextlib.suppress(OSError):
                     _notify_systemd("EXTEND_TIMEOUT_USEC=%d" % (seconds * 1e6))
-                _write_runtime_record(
-                    "stop-deadline", {"pid": os.getpid(), "stop_by_monotonic": time.monotonic() + seconds}
-                )
             time.sleep(STOP_EXTEND_SECONDS)
 
     threading.Thread(target=extend, name="reliable-celery-stop", daemon=True).start()
