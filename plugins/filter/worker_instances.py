@@ -13,12 +13,17 @@ APP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _QUEUE = re.compile(r"^[A-Za-z0-9_.:-]+$")
 _AUTOSCALE = re.compile(r"^([1-9][0-9]*),([0-9]+)$")
+# A size as systemd's MemoryHigh=/MemoryMax= take it: bytes, or with a K, M, G or T suffix (base 1024).
+_SIZE = re.compile(r"^([1-9][0-9]*)([KMGT]?)$")
+_SIZE_FACTORS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+MEMORY_LIMITS = {"memory_high": "MemoryHigh", "memory_max": "MemoryMax"}
 POOLS = ("prefork", "threads", "solo", "gevent", "eventlet")
 LOGLEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 STRATEGIES = ("drain", "handover")
 _KEYS = {
     "name", "app", "queues", "pool", "concurrency", "autoscale", "max_tasks_per_child",
     "max_memory_per_child", "loglevel", "extra_args", "environment", "restart_strategy", "mingle",
+    "memory_high", "memory_max",
 }  # fmt: skip
 WITHOUT_MINGLE = "--without-mingle"
 
@@ -103,6 +108,7 @@ def _instance(index, entry, app, restart_strategy):
         instance["queues"] = [queue.strip() for queue in instance["queues"].split(",")]
     _check_choices(instance, entry, fail)
     _add_pool_size(instance, entry, fail)
+    _add_memory(instance, entry, fail)
     _check_extra_args(instance["extra_args"], where, fail)
     _check_mingle(instance, fail)
     if not isinstance(instance["environment"], dict):
@@ -162,6 +168,34 @@ def _add_pool_size(instance, entry, fail):
     if "concurrency" in instance:
         fail("autoscale", "cannot be set together with concurrency")
     instance["autoscale"] = str(autoscale)
+
+
+def _add_memory(instance, entry, fail):
+    """The instance's systemd memory limits (``memory``: MemoryHigh=/MemoryMax= in bytes) and, for prefork
+    without its own max_memory_per_child, that of each pool process: an equal share of the lower limit
+    among the pool's processes and the main process, so that a process that grew past its share is
+    replaced after its task, before the cgroup's limit makes the kernel kill one mid-task."""
+    limits = {}
+    for field, directive in MEMORY_LIMITS.items():
+        value = entry.get(field)
+        if value is None:
+            continue
+        match = _SIZE.match(str(value).strip()) if not isinstance(value, bool) else None
+        if not match:
+            fail(field, "must be a size in bytes, or with a K, M, G or T suffix (512M, 2G)")
+        limits[directive] = int(match.group(1)) * _SIZE_FACTORS[match.group(2)]
+    if limits.get("MemoryHigh", 0) > limits.get("MemoryMax", float("inf")):
+        fail("memory_high", f"must not be above memory_max ({entry.get('memory_max')!r})")
+    instance["memory"] = limits
+    if not limits or instance["pool"] != "prefork" or "max_memory_per_child" in instance:
+        return
+    processes = instance.get("concurrency") or int(instance.get("autoscale", "0,0").split(",")[0])
+    if not processes:
+        fail(
+            "memory_high" if "MemoryHigh" in limits else "memory_max",
+            "needs concurrency or autoscale (or max_memory_per_child) to derive each pool process's share",
+        )
+    instance["max_memory_per_child"] = min(limits.values()) // 1024 // (processes + 1)
 
 
 def _check_extra_args(extra_args, where, fail):

@@ -66,6 +66,17 @@ def burn(seconds: float) -> dict[str, object]:
     return {"rounds": rounds, **_where()}
 
 
+# What example.leak keeps: memory a pool process holds until it ends, as a leaking library would.
+_leaked: list[bytearray] = []
+
+
+@shared_task(name="example.leak")
+def leak(megabytes: int) -> dict[str, object]:
+    """A leaking task: keeps ``megabytes`` of resident memory in its pool process after it returns."""
+    _leaked.append(bytearray(b"\x01") * (megabytes * 1024 * 1024))
+    return {"leaked_megabytes": sum(map(len, _leaked)) // 1024 // 1024, **_where()}
+
+
 @shared_task(name="example.fail")
 def fail(message: str = "example failure") -> None:
     """A task that always fails."""

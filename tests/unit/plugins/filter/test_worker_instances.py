@@ -61,11 +61,31 @@ def test_values_are_used_as_the_argument_spec_converts_them() -> None:
         ({"name": "w", "quues": ["a"]}, "unknown keys"),
         ({"name": "w", "mingle": "sometimes"}, "mingle must be true or false"),
         ({"name": "w", "mingle": True, "extra_args": ["--without-mingle"]}, "mingle must be false"),
+        ({"name": "w", "memory_max": "2GB"}, "memory_max must be a size in bytes, or with a K, M, G or T suffix"),
+        ({"name": "w", "memory_high": "50%"}, "memory_high must be a size"),
+        ({"name": "w", "memory_max": True}, "memory_max must be a size"),
+        ({"name": "w", "memory_high": "2G", "memory_max": "1G"}, "memory_high must not be above memory_max"),
+        ({"name": "w", "memory_max": "1G"}, "memory_max needs concurrency or autoscale"),
     ],
 )
 def test_bad_entries_name_the_instance_and_field(entry: dict, message: str) -> None:
     with pytest.raises(AnsibleFilterError, match=message):
         worker_instances([entry], APP)
+
+
+def test_memory_limits_in_bytes_and_each_pool_process_gets_a_share_of_the_lower() -> None:
+    instance = one(concurrency=3, memory_high="768M", memory_max="1G")
+    assert instance["memory"] == {"MemoryHigh": 768 * 1024**2, "MemoryMax": 1024**3}
+    assert instance["max_memory_per_child"] == 768 * 1024 // 4, "3 pool processes and the main process"
+    assert "--max-memory-per-child=196608" in instance["options"]
+    assert one(autoscale="7,1", memory_max=2 * 1024**3)["max_memory_per_child"] == 2 * 1024**2 // 8
+
+
+def test_an_own_max_memory_per_child_wins_and_other_pools_have_no_children() -> None:
+    assert one(concurrency=3, memory_max="1G", max_memory_per_child=1000)["max_memory_per_child"] == 1000
+    threads = one(pool="threads", memory_max="1G")
+    assert (threads["memory"], "max_memory_per_child" in threads) == ({"MemoryMax": 1024**3}, False)
+    assert one()["memory"] == {}
 
 
 def test_a_bad_default_app_names_celery_worker_app() -> None:
