@@ -136,6 +136,8 @@ DEFAULT_SCENARIO_INSTANCES = [
         "queues": ["reports", "slow"],
         "concurrency": 1,
         "max_tasks_per_child": 100,
+        "memory_high": "768M",
+        "memory_max": "1G",
         "extra_args": ["--without-mingle", "--without-gossip"],
         "environment": {"REPORTS_ONLY": "1"},
     },

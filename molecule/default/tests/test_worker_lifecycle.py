@@ -101,8 +101,10 @@ def test_new_release_never_leaks_into_running_workers_and_restarts_them_when_ask
 def test_removed_instance_is_stopped_disabled_and_cleaned_up(host) -> None:
     instances = DEFAULT_SCENARIO_INSTANCES
     before = pids(host)
-    converge(host, celery_worker_instances=[*instances, {"name": "scratch", "queues": ["scratch"], "pool": "threads"}])
+    scratch = {"name": "scratch", "queues": ["scratch"], "pool": "threads", "memory_max": "256M"}
+    converge(host, celery_worker_instances=[*instances, scratch])
     assert host.service("celery-worker@scratch").is_running
+    assert host.check_output("systemctl show -p MemoryMax --value celery-worker@scratch") == str(256 * 1024**2)
     assert call_task(host, "example.whoami", queue="scratch")["node"].startswith("scratch@")
     assert pids(host) == before, "adding an instance restarted the others"
 
@@ -113,4 +115,6 @@ def test_removed_instance_is_stopped_disabled_and_cleaned_up(host) -> None:
         assert not service.is_enabled
     assert not host.file("/etc/celery/worker-instances/scratch.env").exists
     assert not host.file("/var/lib/celery/worker-scratch").exists
+    for prefix, _suffix in SLOTS:
+        assert not host.file(f"/etc/systemd/system/{prefix}scratch.service.d").exists, "its memory limits are left"
     assert pids(host) == before, "removing an instance restarted the others"

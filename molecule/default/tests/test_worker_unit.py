@@ -10,6 +10,7 @@ import time
 import pytest
 from conftest import (
     SLOTS,
+    call_task,
     current_slot,
     hang_until_replaced,
     journal,
@@ -58,6 +59,37 @@ def test_unit_properties(host, instance: str) -> None:
     }
     properties = unit_properties(host, unit, *expected)
     assert properties == expected, journal(host, unit)
+
+
+# converge.yml's memory_high and memory_max, in bytes; "default" has none.
+MEMORY_LIMITS = {
+    "default": {"MemoryHigh": "infinity", "MemoryMax": "infinity"},
+    "reports": {"MemoryHigh": str(768 * 1024**2), "MemoryMax": str(1024**3)},
+}
+
+
+@pytest.mark.parametrize("instance", INSTANCES)
+def test_both_slots_have_the_instances_memory_limits(host, instance: str) -> None:
+    """Set, but not enforced in these containers (cgroup v1: 300 MB allocated under MemoryMax=40M)."""
+    for prefix, _suffix in SLOTS:
+        unit = f"{prefix}{instance}.service"
+        assert unit_properties(host, unit, "MemoryHigh", "MemoryMax") == MEMORY_LIMITS[instance], unit
+        drop_in = host.file(f"/etc/systemd/system/{unit}.d/50-reliable-celery-memory.conf")
+        assert drop_in.exists == (instance == "reports"), drop_in.path
+
+
+def test_a_pool_process_past_its_share_of_the_memory_limit_is_replaced_after_its_task(host) -> None:
+    """reports: concurrency 1 and MemoryHigh 768M, so each of its two processes (pool and main) gets 384 MiB
+    (--max-memory-per-child=393216 KiB). A task that leaks 450 MB ends normally; then Celery replaces its pool
+    process, and the worker itself runs on."""
+    unit, _marker = current_slot(host, "reports")
+    main = main_pid(host, unit)
+    assert "--max-memory-per-child=393216" in host.file(f"/proc/{main}/cmdline").content_string.split("\0")
+    leaked = call_task(host, "example.leak", [450], queue="reports")
+    after = call_task(host, "example.add", [1, 2], queue="reports")
+    assert leaked["leaked_megabytes"] == 450
+    assert after["pid"] != leaked["pid"], "the leaking pool process was not replaced"
+    assert main_pid(host, unit) == main, journal(host, unit)
 
 
 @pytest.mark.parametrize("instance", INSTANCES)
