@@ -245,6 +245,34 @@ def _positive(value, fail):
     return value
 
 
+UNIT_DIR = "/etc/systemd/system"
+MEMORY_DROP_IN = "50-reliable-celery-memory.conf"
+
+
+def worker_memory_drop_ins(instances, slots, removed_names=()):
+    """The memory drop-ins of every slot of INSTANCES (worker_instances): ``set``, each with its ``limits``,
+    for the instances that have limits; ``unset``, the paths of those that have none; ``removed``, the
+    drop-in directories of both slots of each instance in REMOVED_NAMES."""
+
+    def directory(slot, name):
+        return f"{UNIT_DIR}/{slot['prefix']}{name}.service.d"
+
+    drop_ins = {"set": [], "unset": []}
+    for instance in instances:
+        for slot in slots:
+            path = f"{directory(slot, instance['name'])}/{MEMORY_DROP_IN}"
+            if instance["memory"]:
+                drop_ins["set"].append({"path": path, "name": instance["name"], "limits": instance["memory"]})
+            else:
+                drop_ins["unset"].append(path)
+    drop_ins["removed"] = [directory(slot, name) for name in removed_names for slot in slots]
+    return drop_ins
+
+
 class FilterModule:
     def filters(self):
-        return {"worker_instances": worker_instances, "worker_slot_units": worker_slot_units}
+        return {
+            "worker_instances": worker_instances,
+            "worker_slot_units": worker_slot_units,
+            "worker_memory_drop_ins": worker_memory_drop_ins,
+        }

@@ -5,6 +5,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.reliable.celery.plugins.filter.worker_instances import (
     managed_option,
     worker_instances,
+    worker_memory_drop_ins,
     worker_slot_units,
 )
 
@@ -144,3 +145,22 @@ def test_each_slot_gets_its_own_node_state_db_and_runtime_directory() -> None:
     assert b["description"] == "Celery worker %i (slot b)"
     assert b["celery_args"][1:3] == ["--hostname=%i.b@%%h", "--statedb=%S/celery/worker-%i/worker.b.state"]
     assert "statedb_base" not in b
+
+
+def test_memory_drop_ins_are_written_for_both_slots_of_instances_with_limits_and_removed_otherwise() -> None:
+    slots = [{"prefix": "celery-worker@"}, {"prefix": "celery-worker-b@"}]
+    instances = worker_instances([{"name": "big", "concurrency": 1, "memory_max": "1G"}, {"name": "small"}], APP)
+    drop_ins = worker_memory_drop_ins(instances, slots, ["gone"])
+    assert drop_ins["set"] == [
+        {"path": f"/etc/systemd/system/{prefix}big.service.d/50-reliable-celery-memory.conf", "name": "big",
+         "limits": {"MemoryMax": 1024**3}}
+        for prefix in ("celery-worker@", "celery-worker-b@")
+    ]  # fmt: skip
+    assert drop_ins["unset"] == [
+        "/etc/systemd/system/celery-worker@small.service.d/50-reliable-celery-memory.conf",
+        "/etc/systemd/system/celery-worker-b@small.service.d/50-reliable-celery-memory.conf",
+    ]
+    assert drop_ins["removed"] == [
+        "/etc/systemd/system/celery-worker@gone.service.d",
+        "/etc/systemd/system/celery-worker-b@gone.service.d",
+    ]
