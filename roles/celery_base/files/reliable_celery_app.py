@@ -24,8 +24,9 @@ The units run ``celery -A reliable_celery_app worker|beat|flower``. This module:
   that comes back to the worker and moves one that reached the limit to the dead-letter queue
   (reliable_celery_poison);
 - when systemd watches the worker (``WatchdogSec=``), sends ``WATCHDOG=1`` from its event loop while
-  it consumes every queue it started with and its broker connection is up, and from a thread while
-  it does not consume (starting, reconnecting, draining);
+  it consumes every queue it started with, its broker connection is up and, when it has room for a
+  message and has received none for a while, its canary makes the round trip through its own node's
+  queue (``worker_direct``); from a thread while it does not consume (starting, reconnecting, draining);
 - when a warm shutdown begins (``SIGTERM``) with tasks running, tells systemd
   (``EXTEND_TIMEOUT_USEC``) to wait for them until each is past its hard time limit (its own, else
   the longest task's of the settings, ``reliable_celery_stop``) and the stop timeout beyond, and
@@ -46,12 +47,14 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import reliable_celery_leases
 import reliable_celery_poison
 from celery import Celery, bootsteps
 from celery.signals import task_received, worker_ready, worker_shutting_down
+from celery.utils.nodenames import worker_direct
 from celery.worker import state as worker_state
 
 CREDENTIAL_SETTINGS = ("broker_url", "result_backend")
@@ -61,6 +64,8 @@ CREDENTIAL_SETTINGS = ("broker_url", "result_backend")
 POOL_CHECK_SECONDS = 0.5
 # WATCHDOG=1 this many times per WatchdogSec=: a late timer tick or a slow ping leaves margin.
 WATCHDOG_PINGS_PER_TIMEOUT = 4
+# The canary's task name: the worker's consumer takes it back itself, nothing runs it.
+CANARY_TASK = "reliable_celery.canary"
 # The settings' entry for leases: {"fallback_visibility_timeout": SECONDS}; absent: no leases.
 LEASE_SETTING = "reliable_celery_leases"
 # The settings' entry for poison containment: {"max_unfinished_runs": N, "dead_letter_queue": NAME}.
@@ -243,7 +248,8 @@ class _PoisonStep(bootsteps.StartStopStep):
     def start(self, c):
         _containment.node = c.hostname
         for name, strategy in list(c.strategies.items()):
-            c.strategies[name] = _contained(strategy)
+            if name != CANARY_TASK:
+                c.strategies[name] = _contained(strategy)
 
 
 def _contained(strategy):
@@ -310,10 +316,16 @@ class _WatchdogStep(_RepeatingStep):
     def start(self, c):
         if self.queues is None:
             self.queues = [queue.name for queue in c.task_consumer.queues]
+        if _canary is not None:
+            _canary.start(c)
 
         def ping():
             connected = c.connection is not None and c.connection.connected
-            if connected and all(c.task_consumer.consuming_from(queue) for queue in self.queues):
+            if (
+                connected
+                and all(c.task_consumer.consuming_from(queue) for queue in self.queues)
+                and (_canary is None or _canary.healthy(_has_room(c)))
+            ):
                 _ping_watchdog()
 
         # Connected, its steps started, it consumes next: a ping, as a reconnect shorter than the thread's
@@ -341,11 +353,98 @@ def _ping_unless_consuming():
         time.sleep(WATCHDOG_INTERVAL)
 
 
+class Canary:
+    """An idle worker's canary: a message to its own node's queue (Celery's ``worker_direct``) that its consumer
+    takes back itself. While the worker has room for a message and has received none for ``seconds``, a canary
+    goes out (``due``); once one has waited ``seconds`` for its answer while the worker had room, the worker is
+    not ``healthy`` until it comes: its broker connection may look up while nothing arrives through it (a frozen
+    broker, a half-open connection). A worker without room is not judged: its message may wait for a slot."""
+
+    def __init__(self, seconds: float, clock=time.monotonic) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self.restart()
+
+    def restart(self) -> None:
+        """A consumer (re)start: nothing outstanding, as if a message had just come."""
+        self.outstanding: tuple[str, float] | None = None  # the canary's id and when it went out
+        self.heard = self.clock()  # when a message last came: a task or the canary
+        self.room_since: float | None = None
+
+    def received(self) -> None:
+        self.heard = self.clock()
+
+    def due(self, room: bool) -> bool:
+        return self.note_room(room) and self.outstanding is None and self.clock() - self.heard >= self.seconds
+
+    def sent(self, canary_id: str) -> None:
+        self.outstanding = (canary_id, self.clock())
+
+    def answered(self, canary_id: str | None) -> None:
+        """A canary came back: the one outstanding, or one an earlier process of this node sent."""
+        if self.outstanding is not None and self.outstanding[0] == canary_id:
+            self.outstanding = None
+            self.received()
+
+    def healthy(self, room: bool) -> bool:
+        if not self.note_room(room) or self.outstanding is None:
+            return True
+        return self.clock() - max(self.outstanding[1], self.room_since) < self.seconds
+
+    def note_room(self, room: bool) -> bool:
+        """Remember since when the worker has had room (None: it has none); return ROOM."""
+        if not room:
+            self.room_since = None
+        elif self.room_since is None:
+            self.room_since = self.clock()
+        return room
+
+
+class _WorkerCanary(Canary):
+    """The Canary of this worker: a thread sends it, its consumer takes it back (a strategy for CANARY_TASK)."""
+
+    def start(self, c) -> None:
+        self.restart()
+        c.strategies[CANARY_TASK] = self.take
+        if not hasattr(self, "queue"):
+            self.queue = worker_direct(c.hostname)
+            threading.Thread(target=self.send_when_due, args=(c,), name="reliable-celery-canary", daemon=True).start()
+
+    def take(self, message, *_args, **_kwargs) -> None:
+        message.ack_log_error(logger, (Exception,))
+        self.answered((message.headers or {}).get("id"))
+
+    def send_when_due(self, c) -> None:
+        """Send a canary when one is due, while the worker consumes. Its publish may block (a frozen broker):
+        it counts as out from before, and the worker stops being healthy meanwhile."""
+        while True:
+            time.sleep(self.seconds / 4)
+            if not (_consuming.is_set() and self.due(_has_room(c))):
+                continue
+            canary_id = "canary-" + uuid.uuid4().hex
+            self.sent(canary_id)
+            try:
+                app.send_task(CANARY_TASK, task_id=canary_id, queue=self.queue, retry=False)
+            except Exception:  # unanswered: the watchdog decides
+                logger.warning("sending the watchdog's canary failed", exc_info=True)
+
+
+def _has_room(c) -> bool:
+    """Whether the worker would take one more message: it holds fewer than its prefetch count."""
+    prefetch = c.qos.value if c.qos is not None else 0
+    return not prefetch or len(worker_state.reserved_requests) < prefetch
+
+
 WATCHDOG_INTERVAL = _watchdog_interval()
 _consuming = threading.Event()
+# The canary's round trip when systemd watches the worker and its node has its own queue (the role sets
+# worker_direct with the watchdog): one goes out at most every half ping interval, a quarter of it late at most.
+_canary = _WorkerCanary(WATCHDOG_INTERVAL / 2) if WATCHDOG_INTERVAL is not None and app.conf.worker_direct else None
 if WATCHDOG_INTERVAL is not None:
     app.steps["consumer"].add(_WatchdogStep)
     threading.Thread(target=_ping_unless_consuming, name="reliable-celery-watchdog", daemon=True).start()
+if _canary is not None:
+    task_received.connect(lambda **_kwargs: _canary.received(), weak=False)
 
 
 def seconds_to_limits(requests, now, task_time_limit, max_task_seconds):

@@ -113,3 +113,117 @@ def test_each_start_pings_at_once(wrapper, notify) -> None:
     consumer = Consumer(["celery"])
     wrapper._WatchdogStep(consumer).start(consumer)
     assert notify() == [b"WATCHDOG=1"]
+
+
+# --- The idle worker's canary (worker_direct): a frozen broker or a half-open connection looks connected ---
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def canary(import_wrapper):
+    clock = Clock()
+    return import_wrapper().Canary(2.5, clock=clock), clock
+
+
+def test_a_canary_is_due_only_with_room_and_after_a_quiet_while(canary) -> None:
+    canary, clock = canary
+    assert not canary.due(room=True)  # a (re)start counts as a message just received
+    clock.now += 2.5
+    assert not canary.due(room=False)
+    assert canary.due(room=True)
+    canary.sent("canary-1")
+    assert not canary.due(room=True)  # one at a time
+    canary.answered("canary-1")
+    assert not canary.due(room=True)
+    clock.now += 1
+    canary.received()  # a task came: the consumer works
+    clock.now += 2
+    assert not canary.due(room=True)
+
+
+def test_an_unanswered_canary_makes_the_worker_unhealthy_until_it_comes(canary) -> None:
+    canary, clock = canary
+    clock.now += 2.5
+    assert canary.due(room=True)
+    canary.sent("canary-1")
+    clock.now += 2.4
+    assert canary.healthy(room=True)
+    clock.now += 0.1
+    assert not canary.healthy(room=True)
+    canary.answered("canary-0")  # an earlier process's: no answer to this one
+    assert not canary.healthy(room=True)
+    canary.answered("canary-1")
+    assert canary.healthy(room=True)
+
+
+def test_a_worker_without_room_is_not_judged_and_gets_a_new_while_when_room_comes(canary) -> None:
+    """Its canary may wait behind the tasks it holds (Redis: kombu fetches nothing more at its prefetch count)."""
+    canary, clock = canary
+    clock.now += 2.5
+    canary.sent("canary-1")
+    assert canary.healthy(room=False)
+    clock.now += 60
+    assert canary.healthy(room=False)
+    assert canary.healthy(room=True)
+    clock.now += 2.5
+    assert not canary.healthy(room=True)
+
+
+def test_a_consumer_restart_forgets_the_outstanding_canary(canary) -> None:
+    """Sent through a connection lost since (a broker restart): the new consumer is judged afresh."""
+    canary, clock = canary
+    clock.now += 2.5
+    canary.sent("canary-1")
+    clock.now += 10
+    canary.restart()
+    assert canary.healthy(room=True)
+    assert not canary.due(room=True)
+
+
+class Message:
+    def __init__(self, canary_id: str) -> None:
+        self.headers = {"id": canary_id, "task": "reliable_celery.canary"}
+        self.acked = False
+
+    def ack_log_error(self, _logger, _errors) -> None:
+        self.acked = True
+
+
+def test_the_event_loop_pings_only_while_its_canary_comes_back(notify, import_wrapper, tmp_path) -> None:
+    settings = tmp_path / "settings.json"
+    settings.write_text('{"worker_direct": true}')
+    wrapper = import_wrapper(
+        WATCHDOG_USEC=WATCHDOG_USEC, WATCHDOG_PID=str(os.getpid()), RELIABLE_CELERY_SETTINGS=str(settings)
+    )
+    assert wrapper._canary is not None
+    wrapper._canary.clock, wrapper._canary.seconds = (clock := Clock()), 2.5
+    wrapper._canary.send_when_due = lambda _c: None  # the test sends
+    consumer = Consumer(["celery", "w1@host.dq2"])
+    consumer.hostname, consumer.strategies, consumer.qos = "w1@host", {}, SimpleNamespace(value=3)
+    consumer.step = wrapper._WatchdogStep(consumer)
+    consumer.step.start(consumer)
+    consumer.task_consumer.consume()
+    assert wrapper._canary.queue.name == "w1@host.dq2"
+    clock.now += 2.5
+    assert wrapper._canary.due(wrapper._has_room(consumer))
+    wrapper._canary.sent("canary-1")
+    clock.now += 2.5
+    notify()
+    consumer.tick()
+    assert notify() == []
+    message = Message("canary-1")
+    consumer.strategies["reliable_celery.canary"](message, None, None, None, None)
+    assert message.acked
+    consumer.tick()
+    assert notify() == [b"WATCHDOG=1"]
+
+
+def test_without_worker_direct_there_is_no_canary(wrapper) -> None:
+    assert wrapper._canary is None
