@@ -5,6 +5,8 @@ them with playbooks/site.yml allowing tasks of SOAK_TASK_SECONDS, then:
 - strikes a worker with each fault that stops it working while its process lives (SIGSTOP of its
   main process, the example app's remote-control command that blocks its main thread, its consumer
   cancelled) and reports when systemd's watchdog aborted it and when its new process was ready;
+- freezes the broker host (docker pause) for FREEZE_SECONDS and reports the same for each worker
+  (ready: after the broker is back);
 - soaks both workers with CPU-bound tasks at full concurrency and a queue that never empties, and
   counts the restarts, which should be none;
 and destroys the hosts. The brokers' fleets are measured at the same time: each soaks beside the
@@ -27,7 +29,7 @@ from restart_gap import current_unit, events, on_host, send, wait
 from stack import benchmark_main, broker_names, hosts, main_pid, molecule, report_heading, timed_converge, wait_active
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "molecule"))
-from conftest import hang_until_replaced  # the scenarios' helper
+from conftest import WATCHDOG_FAULTS, freeze_broker_until_replaced, hang_until_replaced  # the scenarios' helpers
 
 INSTANCE = "default"
 WATCHDOG_SECONDS = 20  # celery_worker_watchdog_seconds, the default
@@ -37,13 +39,28 @@ FAULTS = {
     "freeze-main": "SIGSTOP of the main process",
     "block-main": "a remote-control command blocks the main thread",
     "cancel-consumer": "`celery control cancel_consumer celery`",
+    "freeze-broker": "the broker host frozen {seconds} s (`docker pause`), per worker",
 }
+FREEZE_SECONDS = 60
 
 
 def strike(host, fault: str) -> dict[str, float]:
     """One fault on the host's worker: seconds from it to the abort and to the new process's readiness."""
     times = hang_until_replaced(host, INSTANCE, fault, timeout=120)
     return {"aborted": times["aborted"] - times["hung"], "ready": times["ready"] - times["hung"]}
+
+
+def freeze(broker: str) -> list[dict[str, float]]:
+    """The broker host frozen for FREEZE_SECONDS: per worker, seconds to its abort and to its readiness."""
+    workers = [testinfra.get_host(f"docker://{name}") for name in hosts(broker)]
+    container = hosts(broker)[0].replace("-worker1", "-broker")
+    times = freeze_broker_until_replaced(
+        container, testinfra.get_host(f"docker://{container}"), workers, INSTANCE, FREEZE_SECONDS
+    )
+    return [
+        {"aborted": aborted - times["frozen"], "ready": ready - times["frozen"]}
+        for aborted, ready in zip(times["aborted"], times["ready"], strict=True)
+    ]
 
 
 def soak(broker: str, minutes: float) -> dict:
@@ -94,7 +111,8 @@ def measure(broker: str, args: argparse.Namespace) -> dict:
         for host in workers:
             wait_active(host, current_unit(host))
         victim = testinfra.get_host(f"docker://{workers[0]}")
-        detection = {fault: [strike(victim, fault) for _ in range(args.samples)] for fault in FAULTS}
+        detection = {fault: [strike(victim, fault) for _ in range(args.samples)] for fault in WATCHDOG_FAULTS}
+        detection["freeze-broker"] = [sample for _ in range(args.samples) for sample in freeze(broker)]
         return {"broker": broker, "detection": detection, "soak": soak(broker, args.soak_minutes)}
     finally:
         molecule(broker, "destroy")
@@ -109,7 +127,8 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
         "",
         f"`WatchdogSec={WATCHDOG_SECONDS}` (celery_worker_watchdog_seconds); the worker pings every quarter of it.",
         "Seconds from the fault to systemd's abort (its journal's `Watchdog timeout`) and to the new process's",
-        f"readiness, {args.samples} samples each, the worker idle (the other broker's fleet may be soaking).",
+        f"readiness, {args.samples} samples each (freeze: each worker's), the workers idle (the other broker's",
+        "fleet may be soaking). A worker is ready after a freeze once the broker is back.",
         "",
         "| broker | fault | median abort s | max abort s | median ready s | max ready s |",
         "|---|---|---|---|---|---|",
@@ -119,7 +138,8 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
             aborted = [sample["aborted"] for sample in samples]
             ready = [sample["ready"] for sample in samples]
             lines.append(
-                f"| {names[result['broker']]} | {FAULTS[fault]} | {median(aborted):.1f} | {max(aborted):.1f}"
+                f"| {names[result['broker']]} | {FAULTS[fault].format(seconds=FREEZE_SECONDS)}"
+                f" | {median(aborted):.1f} | {max(aborted):.1f}"
                 f" | {median(ready):.1f} | {max(ready):.1f} |"
             )
     lines += [

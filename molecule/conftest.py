@@ -321,6 +321,14 @@ def hang_until_replaced(host, instance: str, fault: str, timeout: float = 60) ->
     finally:
         if undo:
             host.run(f"PID={pid}; {undo}")
+    aborted = watchdog_abort(host, unit, since)
+    ready = wait_for(lambda: readiness(host, instance), 120, f"{unit} ready again")
+    return {"hung": hung, "aborted": aborted, "ready": ready["ready_at"]}
+
+
+def watchdog_abort(host, unit: str, since: str) -> float:
+    """The host's time of the unit's first "Watchdog timeout" journal entry since SINCE (epoch seconds);
+    fails if there is none."""
     entries = [
         json.loads(line) for line in host.check_output(f"journalctl -u {unit} -o json --since @{since}").splitlines()
     ]
@@ -328,5 +336,33 @@ def hang_until_replaced(host, instance: str, fault: str, timeout: float = 60) ->
         (int(e["__REALTIME_TIMESTAMP"]) / 1e6 for e in entries if "Watchdog timeout" in str(e.get("MESSAGE"))), None
     )
     assert aborted is not None, f"{unit} was replaced, but not by its watchdog:\n{journal(host, unit)}"
-    ready = wait_for(lambda: readiness(host, instance), 120, f"{unit} ready again")
-    return {"hung": hung, "aborted": aborted, "ready": ready["ready_at"]}
+    return aborted
+
+
+def freeze_broker_until_replaced(container: str, broker, workers: list, instance: str, seconds: float) -> dict:
+    """Freeze the broker host CONTAINER (docker pause) for SECONDS: the WORKERS' connections stay up while
+    nothing comes through them, until systemd's watchdog replaces each (its canary goes unanswered, or a
+    Redis command blocks its event loop). Returns the times: "frozen", "thawed", and per worker, in order,
+    its watchdog's abort ("aborted") and its new process's readiness once the broker is back ("ready")."""
+    units = [current_unit(host, instance) for host in workers]
+    pids = [main_pid(host, unit) for host, unit in zip(workers, units, strict=True)]
+    since = broker.check_output("date +%s")
+    subprocess.run(["docker", "pause", container], check=True, capture_output=True, timeout=60)
+    frozen = time.time()
+    try:
+        for host, unit, pid in zip(workers, units, pids, strict=True):
+            replaced = lambda host=host, unit=unit, pid=pid: main_pid(host, unit) not in (0, pid)  # noqa: E731
+            wait_for(replaced, 60, f"the watchdog to replace {unit} on {host.backend.get_hostname()}")
+    finally:
+        time.sleep(max(0.0, frozen + seconds - time.time()))
+        subprocess.run(["docker", "unpause", container], check=True, capture_output=True, timeout=60)
+        thawed = time.time()
+    return {
+        "frozen": frozen,
+        "thawed": thawed,
+        "aborted": [watchdog_abort(host, unit, since) for host, unit in zip(workers, units, strict=True)],
+        "ready": [
+            wait_for(lambda host=host: readiness(host, instance), 180, f"{unit} ready again")["ready_at"]
+            for host, unit in zip(workers, units, strict=True)
+        ],
+    }

@@ -26,7 +26,9 @@ from conftest import (
     WATCHDOG_FAULTS,
     current_slot,
     current_unit,
+    freeze_broker_until_replaced,
     hang_until_replaced,
+    in_worker_environment,
     main_pid,
     run_playbook,
     scenario_file,
@@ -59,7 +61,12 @@ WATCHDOG_BOUND = 30
 # drops, the broker requeues every unacked message, and a running late-ack task can no longer be
 # acked; on Redis the unacked messages survive the restart and only the ack of a task that ended
 # while the broker was down is lost (see struck()).
-HARD_FAULTS = {"kill-main", "kill-child", "reboot", "broker-restart", *WATCHDOG_FAULTS}
+HARD_FAULTS = {"kill-main", "kill-child", "reboot", "broker-restart", "freeze-broker", *WATCHDOG_FAULTS}
+# Faults that strike every worker host at once.
+BROKER_FAULTS = {"broker-restart", "freeze-broker"}
+# freeze-broker: the broker host frozen (docker pause) this long; the watchdog replaces each worker within
+# WATCHDOG_BOUND, and the new processes consume once the broker is back.
+FREEZE_SECONDS = 60
 # A pool process records a task's end before the main process acks it: a run that ended this
 # shortly before a fault struck may still have been unacked.
 ACK_SLACK_SECONDS = 1.0
@@ -78,7 +85,7 @@ class Fault:
     pid: int = 0
     struck_from: float = 0.0
     struck_to: float = 0.0
-    detected: float = 0.0  # a watchdog fault: seconds from the fault to systemd's abort
+    detected: float = 0.0  # a watchdog fault: seconds from the fault to systemd's abort (the latest host's)
     replaced: float = 0.0  # and to the new process's readiness
 
 
@@ -101,6 +108,13 @@ class Fleet:
 
     def events(self) -> list[dict]:
         return [event for host in self.workers.values() for event in task_events(host)]
+
+    def dead_letters(self) -> set[str]:
+        """The task ids in the dead-letter queue of poison containment."""
+        argv = ["/opt/celery/current/bin/python", "-m", "reliable_celery_poison", "list"]
+        result = self.workers[WORKERS[0]].run(in_worker_environment(INSTANCE, argv))
+        assert result.rc == 0, result.stderr[-2000:]
+        return {json.loads(line)["id"] for line in result.stdout.splitlines() if line.startswith("{")}
 
     def wait_worker_ready(self, name: str) -> None:
         host = self.workers[name]
@@ -153,6 +167,13 @@ class Fleet:
     def broker_restart(self, _name: str, fault: Fault) -> None:
         self.broker.check_output(f"systemctl restart {BROKER_KIND}-server.service")
 
+    def freeze_broker(self, _name: str, fault: Fault) -> None:
+        times = freeze_broker_until_replaced(BROKER, self.broker, list(self.workers.values()), INSTANCE, FREEZE_SECONDS)
+        fault.struck_from, fault.struck_to = times["frozen"], times["thawed"]
+        fault.detected = max(times["aborted"]) - times["frozen"]
+        fault.replaced = max(times["ready"]) - times["frozen"]
+        assert fault.detected <= WATCHDOG_BOUND, (fault, times)
+
     def reboot(self, name: str, fault: Fault) -> None:
         """A reboot: systemd shuts the host down (workers drain within their stop timeout) and boots it."""
         subprocess.run(["docker", "restart", "--time", "120", name], check=True, capture_output=True, timeout=300)
@@ -177,6 +198,7 @@ FAULT_KINDS = {
     "kill-child": Fleet.kill_child,
     **dict.fromkeys(WATCHDOG_FAULTS, Fleet.hang),
     "broker-restart": Fleet.broker_restart,
+    "freeze-broker": Fleet.freeze_broker,
     "reboot": Fleet.reboot,
 }
 
@@ -189,24 +211,20 @@ def events_by_task(events: list[dict], task_ids: list[str]) -> dict[str, list[di
     return by_id
 
 
-def settled(runs: list[tuple[dict, dict | None]], now: float) -> bool:
-    """Whether a task succeeded, or is a dead letter: MAX_UNFINISHED_RUNS runs cut short (poison
-    containment takes its next delivery), the last too long ago to be running still."""
-    if any(end and end["state"] == "SUCCESS" for _start, end in runs):
-        return True
-    unfinished = len(runs) >= MAX_UNFINISHED_RUNS and all(end is None for _start, end in runs)
-    return unfinished and now - runs[-1][0]["t"] > LONGEST_TASK_TIMEOUT
+def succeeded(runs: list[tuple[dict, dict | None]]) -> bool:
+    return any(end and end["state"] == "SUCCESS" for _start, end in runs)
 
 
-def verdict(events: list[dict], task_ids: list[str], faults: list[Fault]) -> dict:
+def verdict(events: list[dict], task_ids: list[str], faults: list[Fault], dead_letters: set[str]) -> dict:
+    """Lost: a task that did not succeed and is not a dead letter every run of which a hard fault cut short
+    (poison containment counts each return of its message as a run, whether or not it started)."""
     by_id = events_by_task(events, task_ids)
     lost, contained, completed_twice, explained, unexplained, latencies = [], [], [], [], [], []
     for task_id, task_events_ in by_id.items():
         runs = task_runs(task_events_)
-        if not any(end and end["state"] == "SUCCESS" for _start, end in runs):
-            # Poison containment stops a task whose every run a hard fault cut short, at the third.
+        if not succeeded(runs):
             cut_short = [run for run in runs if run[1] is None and any(struck(fault, *run) for fault in faults)]
-            (contained if len(cut_short) == len(runs) >= MAX_UNFINISHED_RUNS else lost).append(task_id)
+            (contained if task_id in dead_letters and len(cut_short) == len(runs) else lost).append(task_id)
         if sum(1 for _start, end in runs if end and end["state"] == "SUCCESS") > 1:
             completed_twice.append(task_id)
         # Every run but the last was repeated: a hard fault that struck while it ran must explain it.
@@ -247,7 +265,7 @@ def struck(fault: Fault, start: dict, end: dict | None) -> bool:
     finish its task, but the ack died with the main process."""
     if fault.kind not in HARD_FAULTS:
         return False
-    if fault.kind != "broker-restart" and fault.host != start["hostname"]:
+    if fault.kind not in BROKER_FAULTS and fault.host != start["hostname"]:
         return False
     if fault.kind == "kill-child" and fault.pid != start["pid"]:
         return False
@@ -290,12 +308,18 @@ def test_no_task_is_lost_under_faults(fleet: Fleet) -> None:
                 fault.struck_to = fault.ended
             faults.append(fault)
 
-    def all_settled() -> bool:
-        by_id, now = events_by_task(fleet.events(), task_ids), time.time()
-        return all(settled(task_runs(events), now) for events in by_id.values())
+    def unsettled() -> set[str]:
+        """The tasks that neither succeeded nor are dead letters (asked only while some did not succeed)."""
+        by_id = events_by_task(fleet.events(), task_ids)
+        pending = {task_id for task_id, events in by_id.items() if not succeeded(task_runs(events))}
+        return pending - fleet.dead_letters() if pending else pending
 
-    wait_for(all_settled, 900, f"all {TASKS} tasks to succeed or be dead letters", interval=5)
-    result = verdict(fleet.events(), task_ids, faults)
+    deadline = time.monotonic() + 900
+    while (pending := unsettled()) and time.monotonic() < deadline:
+        time.sleep(5)
+    events = fleet.events()
+    assert not pending, {task_id: events_by_task(events, [task_id])[task_id] for task_id in sorted(pending)[:10]}
+    result = verdict(events, task_ids, faults, fleet.dead_letters())
     report = {
         "broker": BROKER_KIND,
         "seed": SEED,
@@ -309,7 +333,7 @@ def test_no_task_is_lost_under_faults(fleet: Fleet) -> None:
         "watchdog_seconds": [
             {"kind": f.kind, "detected": round(f.detected, 1), "ready": round(f.replaced, 1)}
             for f in faults
-            if f.kind in WATCHDOG_FAULTS
+            if f.kind in {*WATCHDOG_FAULTS, "freeze-broker"}
         ],
     }
     print(json.dumps(report, indent=2))
