@@ -2,8 +2,9 @@
 (handler and playbooks/restart.yml), SIGKILLs of a worker's main process and of a pool child, a
 worker that stops working while its process lives (SIGSTOP of its main process, a remote-control
 command blocking its main thread, its consumer cancelled: systemd's watchdog aborts it), a broker
-restart and a reboot of a worker host. The verdict per task comes from the example app's
-own record of starts and ends on the workers, not from the result backend.
+restart, the broker host frozen for 60 s (the watchdog replaces every worker) and a reboot of a
+worker host. The verdict per task comes from the example app's own record of starts and ends on
+the workers, and from the dead-letter queue, not from the result backend.
 
 CHAOS_TASKS (default 200) tasks and CHAOS_ROUNDS (default 1) rounds of every fault; CHAOS_SEED
 replays a run. `make chaos` runs the full size (1000 tasks, 3 rounds) on both brokers.
