@@ -49,3 +49,18 @@ def import_wrapper(monkeypatch):
 
     yield load
     sys.modules.pop("reliable_celery_app", None)
+
+
+class Clock:
+    """A clock the test moves (``clock.now += seconds``), for code that takes a ``clock`` callable."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()

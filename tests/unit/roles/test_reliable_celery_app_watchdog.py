@@ -118,17 +118,8 @@ def test_each_start_pings_at_once(wrapper, notify) -> None:
 # --- The idle worker's canary (worker_direct): a frozen broker or a half-open connection looks connected ---
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def canary(import_wrapper):
-    clock = Clock()
+def canary(import_wrapper, clock):
     return import_wrapper().Canary(2.5, clock=clock), clock
 
 
@@ -196,14 +187,14 @@ class Message:
         self.acked = True
 
 
-def test_the_event_loop_pings_only_while_its_canary_comes_back(notify, import_wrapper, tmp_path) -> None:
+def test_the_event_loop_pings_only_while_its_canary_comes_back(notify, import_wrapper, tmp_path, clock) -> None:
     settings = tmp_path / "settings.json"
     settings.write_text('{"worker_direct": true}')
     wrapper = import_wrapper(
         WATCHDOG_USEC=WATCHDOG_USEC, WATCHDOG_PID=str(os.getpid()), RELIABLE_CELERY_SETTINGS=str(settings)
     )
     assert wrapper._canary is not None
-    wrapper._canary.clock, wrapper._canary.seconds = (clock := Clock()), 2.5
+    wrapper._canary.clock, wrapper._canary.seconds = clock, 2.5
     wrapper._canary.send_when_due = lambda _c: None  # the test sends
     consumer = Consumer(["celery", "w1@host.dq2"])
     consumer.hostname, consumer.strategies, consumer.qos = "w1@host", {}, SimpleNamespace(value=3)

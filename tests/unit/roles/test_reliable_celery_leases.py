@@ -78,19 +78,10 @@ def delivered(node: leases.Leases, channel: FakeChannel, tag: str) -> FakeReques
     return request
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def setup():
+def setup(clock):
     redis = FakeRedis()
     channel = FakeChannel(redis)
-    clock = Clock()
     node = leases.Leases(40, clock=clock)
     node.node, node.channel = "default@host", channel
     return redis, channel, clock, node
