@@ -47,12 +47,23 @@ class Consumer:
 
 
 @pytest.fixture
-def wrapper(notify, import_wrapper):
-    module = import_wrapper(WATCHDOG_USEC=WATCHDOG_USEC, WATCHDOG_PID=str(os.getpid()))
-    deadline = time.monotonic() + 5
-    while not notify() and time.monotonic() < deadline:  # the ping thread's first: not consuming yet
-        time.sleep(0.01)
-    return module
+def import_watched(notify, import_wrapper):
+    """Import the wrapper under systemd's watchdog (more environment as keyword arguments), once its ping
+    thread has sent its first ping (not consuming yet): a ping that came later would count as the step's."""
+
+    def load(**environment):
+        module = import_wrapper(WATCHDOG_USEC=WATCHDOG_USEC, WATCHDOG_PID=str(os.getpid()), **environment)
+        deadline = time.monotonic() + 5
+        while not notify() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return module
+
+    return load
+
+
+@pytest.fixture
+def wrapper(import_watched):
+    return import_watched()
 
 
 def started(wrapper, notify, queues: list[str]) -> Consumer:
@@ -187,12 +198,10 @@ class Message:
         self.acked = True
 
 
-def test_the_event_loop_pings_only_while_its_canary_comes_back(notify, import_wrapper, tmp_path, clock) -> None:
+def test_the_event_loop_pings_only_while_its_canary_comes_back(notify, import_watched, tmp_path, clock) -> None:
     settings = tmp_path / "settings.json"
     settings.write_text('{"worker_direct": true}')
-    wrapper = import_wrapper(
-        WATCHDOG_USEC=WATCHDOG_USEC, WATCHDOG_PID=str(os.getpid()), RELIABLE_CELERY_SETTINGS=str(settings)
-    )
+    wrapper = import_watched(RELIABLE_CELERY_SETTINGS=str(settings))
     assert wrapper._canary is not None
     wrapper._canary.clock, wrapper._canary.seconds = clock, 2.5
     wrapper._canary.send_when_due = lambda _c: None  # the test sends
