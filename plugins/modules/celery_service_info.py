@@ -78,6 +78,11 @@ options:
     type: list
     elements: str
     default: []
+  app_path:
+    description:
+      - A directory of app code that another role put on the host, read as RV(app_directory); empty for none.
+    type: str
+    default: ""
 """
 
 EXAMPLES = r"""
@@ -128,7 +133,8 @@ releases:
   type: list
   elements: str
 release_markers:
-  description: The C(.release.json) file of each complete release, as C(path) and C(mtime).
+  description: The C(.release.json) file of each complete release, as C(path) and C(mtime), and the C(app_path)
+    and C(app_tree_sha256) it records (empty when it has none).
   returned: success
   type: list
   elements: dict
@@ -158,6 +164,14 @@ packages_missing:
   returned: success
   type: list
   elements: str
+app_directory:
+  description: For O(app_path), the status of the directory it leads to as in RV(paths), the components of the
+    path that are symbolic links (C(links)), and when it is a directory the number of its files (C(files)) and a
+    digest of its tree (C(tree_sha256)) from each entry's relative path and mode, a file's size and modification
+    time and a link's target, without C(__pycache__) and C(.git) directories; a write into the tree changes the
+    digest. Null without O(app_path).
+  returned: success
+  type: dict
 """
 
 import grp
@@ -175,6 +189,8 @@ PYTHON_PROBE = (
 )
 DPKG_STATUS = "/var/lib/dpkg/status"
 RELEASE_MARKER = ".release.json"
+# Not part of the code an app directory holds: Python's bytecode cache and a git checkout's repository.
+APP_TREE_SKIPPED = frozenset({"__pycache__", ".git"})
 OLD_REQUIREMENTS = "app-requirements.txt"
 
 
@@ -268,7 +284,7 @@ def releases_state(releases_dir, install_dir):
     for release in releases:
         marker = os.path.join(release.path, RELEASE_MARKER)
         if os.path.isfile(marker):
-            markers.append({"path": marker, "mtime": os.stat(marker).st_mtime})
+            markers.append({"path": marker, "mtime": os.stat(marker).st_mtime, **app_of_release(marker)})
         requirements = os.path.join(release.path, OLD_REQUIREMENTS)
         if os.path.isfile(requirements):
             old_requirements.append(requirements)
@@ -283,6 +299,53 @@ def releases_state(releases_dir, install_dir):
         "stale_builds": stale_builds,
         "old_requirements": old_requirements,
     }
+
+
+def app_of_release(marker):
+    """The app directory a release's marker records and its tree's digest then (empty when it has none)."""
+    try:
+        manifest = json.loads(read_text(marker) or "{}")
+    except ValueError:
+        manifest = {}
+    if not isinstance(manifest, dict):
+        manifest = {}
+    return {key: manifest.get(key, "") for key in ("app_path", "app_tree_sha256")}
+
+
+def linked_components(path):
+    """The components of PATH (absolute) that are symbolic links, outermost first."""
+    links, current = [], "/"
+    for part in path.strip("/").split("/"):
+        current = os.path.join(current, part)
+        if os.path.islink(current):
+            links.append(current)
+    return links
+
+
+def app_tree(directory):
+    """The number of files below DIRECTORY and a digest of its tree (not following links)."""
+    digest, files = hashlib.sha256(), 0
+    for root, dirs, names in os.walk(directory):
+        dirs[:] = sorted(name for name in dirs if name not in APP_TREE_SKIPPED)
+        for name in sorted(dirs + names):
+            path = os.path.join(root, name)
+            status = os.lstat(path)
+            record = [os.path.relpath(path, directory), status.st_mode]
+            if stat.S_ISLNK(status.st_mode):
+                record.append(os.readlink(path))
+            elif not stat.S_ISDIR(status.st_mode):  # a directory's time changes when Python adds __pycache__ to it
+                record += [status.st_size, status.st_mtime_ns]
+                files += 1
+            digest.update(json.dumps(record).encode() + b"\n")
+    return {"files": files, "tree_sha256": digest.hexdigest()}
+
+
+def app_directory(path, user, group):
+    """What the role checks of an app directory that another role put on the host (see RETURN)."""
+    found = {**path_status(os.path.realpath(path), user, group), "links": linked_components(path)}
+    if found["isdir"]:
+        found.update(app_tree(path))
+    return found
 
 
 def processes(proc="/proc"):
@@ -314,6 +377,7 @@ def main():
             "install_dir": {"type": "path", "required": True},
             "credentials_dir": {"type": "path", "required": True},
             "packages": {"type": "list", "elements": "str", "default": []},
+            "app_path": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
     )
@@ -336,6 +400,9 @@ def main():
         credentials=[entry.name for entry in credentials if entry.is_file(follow_symlinks=False)],
         packages_missing=sorted(set(params["packages"]) - installed_packages()) if params["packages"] else [],
         processes=processes(),
+        app_directory=app_directory(params["app_path"], params["user"], params["group"])
+        if params["app_path"]
+        else None,
         **releases_state(params["releases_dir"], params["install_dir"]),
     )
 

@@ -114,6 +114,14 @@ CASES = {
         {"celery_worker_read_write_paths": ["/srv/app/uploads", "/"]},
         "celery_worker_read_write_paths must be an absolute, normalised path",
     ),
+    "an app directory the units hide": (
+        {"celery_worker_app_path": "/home/deploy/app"},
+        "celery_worker_app_path must be an absolute, normalised path",
+    ),
+    "an app directory that is missing on the host": (
+        {"celery_worker_app_path": "/srv/no-such-app/releases/1"},
+        "celery_worker_app_path: /srv/no-such-app/releases/1 is not a directory on this host",
+    ),
 }
 BROKER_VALID = {"celery_broker_password": "Broker-Secret-7f3a-0d2c9e"}
 BROKER_CASES = {

@@ -163,3 +163,57 @@ def test_a_python_that_cannot_run_fails_naming_the_variable(module: Callable[...
     result = module(python=str(tmp_path / "python3.99"), python_variable="celery_worker_python")
     assert result["failed"] is True
     assert result["msg"].startswith(f"celery_worker_python: {tmp_path / 'python3.99'} cannot run on this host")
+
+
+def test_without_an_app_path_there_is_no_app_directory(module: Callable[..., dict]) -> None:
+    assert module()["app_directory"] is None
+
+
+def app_version(directory: Path, version: str) -> Path:
+    """An app directory as a team's deploy role leaves it: a package, its bytecode cache, a git checkout."""
+    package = directory / "proj"
+    (package / "__pycache__").mkdir(parents=True)
+    (package / "__init__.py").write_text(f"VERSION = {version!r}\n")
+    (directory / ".git").mkdir()
+    return directory
+
+
+def test_an_app_directory_has_a_digest_that_any_write_into_its_code_changes(
+    module: Callable[..., dict], tmp_path: Path
+) -> None:
+    app = app_version(tmp_path / "srv" / "app" / "releases" / "v1", "1")
+    first = module(app_path=str(app))["app_directory"]
+    assert (first["exists"], first["isdir"], first["links"], first["files"]) == (True, True, [], 1)
+
+    (app / "proj" / "__pycache__" / "__init__.cpython-311.pyc").write_bytes(b"bytecode")
+    (app / ".git" / "FETCH_HEAD").write_text("fetched\n")
+    assert module(app_path=str(app))["app_directory"] == first  # Python's cache and git's own files are not code
+
+    (app / "proj" / "tasks.py").write_text("")
+    added = module(app_path=str(app))["app_directory"]
+    assert (added["files"], added["tree_sha256"] != first["tree_sha256"]) == (2, True)
+    os.utime(app / "proj" / "tasks.py", ns=(1, 1))  # rewritten with the same bytes
+    assert module(app_path=str(app))["app_directory"]["tree_sha256"] != added["tree_sha256"]
+
+
+def test_an_app_path_through_a_link_names_the_link_and_reads_its_target(
+    module: Callable[..., dict], tmp_path: Path
+) -> None:
+    app = app_version(tmp_path / "releases" / "v1", "1")
+    (tmp_path / "current").symlink_to(app)
+    through_link = module(app_path=str(tmp_path / "current"))["app_directory"]
+    assert through_link["links"] == [str(tmp_path / "current")]
+    assert through_link["isdir"]
+    assert through_link["tree_sha256"] == module(app_path=str(app))["app_directory"]["tree_sha256"]
+    missing = module(app_path=str(tmp_path / "missing"))["app_directory"]
+    assert (missing["exists"], missing["isdir"], "tree_sha256" in missing) == (False, False, False)
+
+
+def test_a_release_marker_names_its_app_directory(module: Callable[..., dict], tmp_path: Path) -> None:
+    releases = tmp_path / "opt" / "releases"
+    for name, manifest in {"wheel": "{}", "code": '{"app_path": "/srv/app/v1", "app_tree_sha256": "ab"}'}.items():
+        (releases / name).mkdir(parents=True)
+        (releases / name / ".release.json").write_text(manifest)
+    markers = {Path(marker["path"]).parent.name: marker for marker in module()["release_markers"]}
+    assert (markers["code"]["app_path"], markers["code"]["app_tree_sha256"]) == ("/srv/app/v1", "ab")
+    assert (markers["wheel"]["app_path"], markers["wheel"]["app_tree_sha256"]) == ("", "")
