@@ -114,6 +114,10 @@ CASES = {
         {"celery_worker_read_write_paths": ["/srv/app/uploads", "/"]},
         "celery_worker_read_write_paths must be an absolute, normalised path",
     ),
+    "an app credential named as the role's own": (
+        {"celery_worker_app_credentials": {"broker_url": "App-Credential-3e9b1f"}},
+        "celery_worker_app_credentials: names must be 1-64 letters",
+    ),
     "an app directory the units hide": (
         {"celery_worker_app_path": "/home/deploy/app"},
         "celery_worker_app_path must be an absolute, normalised path",

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
-from conftest import MANAGED_PATHS, celery, current_unit, fingerprint, main_pid, recap, run_playbook, scenario_file
+from conftest import (
+    MANAGED_PATHS,
+    call_task,
+    celery,
+    current_unit,
+    fingerprint,
+    main_pid,
+    recap,
+    run_playbook,
+    scenario_file,
+)
 
 SECRET = "Broker-Secret-7f3a-0d2c9e"  # noqa: S105 - the test broker's password, looked for where it must not be
 APP_SECRET = "App-Token-51d0c7"  # noqa: S105 - in celery_worker_environment (converge.yml)
+APP_CREDENTIAL = "App-Credential-3e9b1f"  # in celery_worker_app_credentials (converge.yml)
 INSTANCES = ["default", "reports"]
 
 
@@ -15,14 +28,29 @@ def main_pids(host) -> dict[str, int]:
     return {name: main_pid(host, current_unit(host, name)) for name in INSTANCES}
 
 
-def test_secret_is_in_the_root_only_credential_files_only(host) -> None:
+def test_secrets_are_in_the_root_only_credential_files_only(host) -> None:
     credentials = "/etc/celery/credentials/worker"
-    for path, mode in (("/etc/celery/credentials", 0o700), (credentials, 0o700), (f"{credentials}/broker_url", 0o600)):
+    for path, mode in (
+        ("/etc/celery/credentials", 0o700),
+        (credentials, 0o700),
+        (f"{credentials}/broker_url", 0o600),
+        (f"{credentials}/api_token", 0o600),
+    ):
         assert (host.file(path).user, host.file(path).group, host.file(path).mode) == ("root", "root", mode), path
-    unit_files = host.run(f"grep -rl -- {SECRET} /etc/systemd /run/systemd /lib/systemd").stdout
-    assert unit_files == "", f"the broker password is in unit files: {unit_files}"
+    for secret in (SECRET, APP_CREDENTIAL):
+        unit_files = host.run(f"grep -rl -- {secret} /etc/systemd /run/systemd /lib/systemd").stdout
+        assert unit_files == "", f"a secret is in unit files: {unit_files}"
     found = host.run(f"grep -rl -- {SECRET} /etc/celery /opt/celery /var/lib/celery").stdout.split()
     assert sorted(found) == [f"{credentials}/broker_url", f"{credentials}/result_backend"]
+    found = host.run(f"grep -rl -- {APP_CREDENTIAL} /etc/celery /opt/celery /var/lib/celery").stdout.split()
+    assert found == [f"{credentials}/api_token"]
+
+
+def test_the_app_reads_its_credential_from_the_credentials_directory(host) -> None:
+    assert (
+        call_task(host, "example.credential_digest", ["api_token"])
+        == hashlib.sha256(APP_CREDENTIAL.encode()).hexdigest()
+    )
 
 
 def test_secret_is_in_no_process_environment_argument_unit_property_or_journal(host) -> None:
@@ -33,12 +61,16 @@ def test_secret_is_in_no_process_environment_argument_unit_property_or_journal(h
         environ = host.run(f"cat /proc/{pid}/environ")
         assert environ.rc == 0, f"cannot read {pid}'s environment"
         assert "RELIABLE_CELERY_SETTINGS" in environ.stdout, f"{pid} is not a worker process"
-        assert SECRET not in environ.stdout, f"the broker password is in the environment of pid {pid}"
-    assert SECRET not in host.check_output("ps -eo args --no-headers")
+        for secret in (SECRET, APP_CREDENTIAL):
+            assert secret not in environ.stdout, f"a secret is in the environment of pid {pid}"
     units = host.check_output("systemctl list-units --all --plain --no-legend 'celery-worker*' | cut -d' ' -f1").split()
-    for unit in units:
-        assert SECRET not in host.check_output(f"systemctl show {unit}") + host.check_output(f"systemctl cat {unit}")
-    assert SECRET not in host.check_output("journalctl --no-pager -u 'celery-worker*'")
+    for secret in (SECRET, APP_CREDENTIAL):
+        assert secret not in host.check_output("ps -eo args --no-headers")
+        for unit in units:
+            assert secret not in host.check_output(f"systemctl show {unit}") + host.check_output(
+                f"systemctl cat {unit}"
+            )
+        assert secret not in host.check_output("journalctl --no-pager -u 'celery-worker*'")
 
 
 @pytest.mark.parametrize("command", [["inspect", "conf"], ["inspect", "stats"]])
@@ -54,6 +86,7 @@ def test_verbose_rerun_shows_no_secret_changes_nothing_and_restarts_nothing(host
     assert result.returncode == 0, result.stdout[-5000:]
     assert SECRET not in result.stdout + result.stderr
     assert APP_SECRET not in result.stdout + result.stderr
+    assert APP_CREDENTIAL not in result.stdout + result.stderr
     assert recap(result, host.backend.get_hostname())["changed"] == 0, result.stdout[-5000:]
     assert {name: main_pid(host, current_unit(host, name)) for name in INSTANCES} == main_pids
 

@@ -111,6 +111,16 @@ def environment_digest(name: str) -> str | None:
     return None if value is None else hashlib.sha256(value.encode()).hexdigest()
 
 
+@shared_task(name="example.credential_digest")
+def credential_digest(name: str) -> str | None:
+    """SHA-256 of a systemd credential as the worker reads it ($CREDENTIALS_DIRECTORY/NAME), never the value."""
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if directory is None or not os.path.isfile(os.path.join(directory, name)):
+        return None
+    with open(os.path.join(directory, name), "rb") as credential:
+        return hashlib.sha256(credential.read()).hexdigest()
+
+
 @shared_task(bind=True, name="example.effective_settings")
 def effective_settings(self) -> dict[str, object]:
     """The delivery settings as the worker resolved them for this very task."""
