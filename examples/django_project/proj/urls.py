@@ -1,0 +1,3 @@
+"""No views: the example shows the workers; the web role serves what your project serves."""
+
+urlpatterns: list = []
