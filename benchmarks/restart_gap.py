@@ -8,7 +8,7 @@ ready seconds and the consumption gap: the longest time no task started while th
 held tasks. Prints a markdown report; asserts nothing (figures on a busy machine vary).
 
     make benchmark                    # creates the host, runs this, destroys the host
-    benchmarks/restart_gap.py --host rc-restart --long-seconds 60 --short-tasks 200
+    benchmarks/restart_gap.py --host rc-restart-bookworm --long-seconds 60 --short-tasks 200
 """
 
 from __future__ import annotations
@@ -167,7 +167,11 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="rc-restart", help="test-host container (default: %(default)s)")
+    parser.add_argument(
+        "--host",
+        default=f"rc-restart-{os.environ.get('TESTHOST_SUITE', 'bookworm')}",
+        help="test-host container (default: %(default)s, the restart scenario's on TESTHOST_SUITE)",
+    )
     parser.add_argument("--long-seconds", type=float, default=60)
     parser.add_argument("--short-tasks", type=int, default=200)
     parser.add_argument("--short-seconds", type=float, default=0.2)
