@@ -169,7 +169,8 @@ app_directory:
     path that are symbolic links (C(links)), and when it is a directory the number of its files (C(files)) and a
     digest of its tree (C(tree_sha256)) from each entry's relative path and mode, a file's size and modification
     time and a link's target, without C(__pycache__) and C(.git) directories; a write into the tree changes the
-    digest. Null without O(app_path).
+    digest. C(changed_since) lists the releases whose marker records O(app_path) with another digest, whose code
+    changed in place since they were built from it. Null without O(app_path).
   returned: success
   type: dict
 """
@@ -340,11 +341,17 @@ def app_tree(directory):
     return {"files": files, "tree_sha256": digest.hexdigest()}
 
 
-def app_directory(path, user, group):
-    """What the role checks of an app directory that another role put on the host (see RETURN)."""
+def app_directory(path, user, group, markers):
+    """What the role checks of an app directory that another role put on the host (see RETURN); MARKERS are the
+    complete releases' (releases_state)."""
     found = {**path_status(os.path.realpath(path), user, group), "links": linked_components(path)}
     if found["isdir"]:
         found.update(app_tree(path))
+    found["changed_since"] = [
+        os.path.dirname(marker["path"])
+        for marker in markers
+        if marker["app_path"] == path and marker["app_tree_sha256"] != found.get("tree_sha256")
+    ]
     return found
 
 
@@ -390,6 +397,7 @@ def main():
         message = "%s: %s cannot run on this host (rc %s): %s"
         module.fail_json(msg=message % (params["python_variable"], params["python"], rc, err.strip()))
     credentials = entries(params["credentials_dir"])
+    releases = releases_state(params["releases_dir"], params["install_dir"])
     module.exit_json(
         changed=False,
         python=json.loads(out),
@@ -400,10 +408,10 @@ def main():
         credentials=[entry.name for entry in credentials if entry.is_file(follow_symlinks=False)],
         packages_missing=sorted(set(params["packages"]) - installed_packages()) if params["packages"] else [],
         processes=processes(),
-        app_directory=app_directory(params["app_path"], params["user"], params["group"])
+        app_directory=app_directory(params["app_path"], params["user"], params["group"], releases["release_markers"])
         if params["app_path"]
         else None,
-        **releases_state(params["releases_dir"], params["install_dir"]),
+        **releases,
     )
 
 

@@ -209,6 +209,22 @@ def test_an_app_path_through_a_link_names_the_link_and_reads_its_target(
     assert (missing["exists"], missing["isdir"], "tree_sha256" in missing) == (False, False, False)
 
 
+def test_releases_built_from_the_app_directory_before_it_changed_are_named(
+    module: Callable[..., dict], tmp_path: Path
+) -> None:
+    app = app_version(tmp_path / "srv" / "v1", "1")
+    releases = tmp_path / "opt" / "releases"
+    digest = module(app_path=str(app))["app_directory"]["tree_sha256"]
+    for name, recorded in {"same": (str(app), digest), "other-app": ("/srv/v0", "0" * 64)}.items():
+        (releases / name).mkdir(parents=True)
+        manifest = {"app_path": recorded[0], "app_tree_sha256": recorded[1]}
+        (releases / name / ".release.json").write_text(json.dumps(manifest))
+    assert module(app_path=str(app))["app_directory"]["changed_since"] == []
+
+    (app / "proj" / "__init__.py").write_text("VERSION = '1-edited'\n")
+    assert module(app_path=str(app))["app_directory"]["changed_since"] == [str(releases / "same")]
+
+
 def test_a_release_marker_names_its_app_directory(module: Callable[..., dict], tmp_path: Path) -> None:
     releases = tmp_path / "opt" / "releases"
     for name, manifest in {"wheel": "{}", "code": '{"app_path": "/srv/app/v1", "app_tree_sha256": "ab"}'}.items():
