@@ -12,7 +12,7 @@
 # suites of a scenario that names its own hosts never at once, as they share those names; one on
 # the base config's platform, named by suite, runs on both at once), each logging to
 # .cache/molecule-logs/SCENARIO-SUITE.log with the time of each line, whose tail is printed when
-# the run fails.
+# the run fails, and its error lines once more at the end.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 activate_toolchain
 cd "$REPO_ROOT"
@@ -25,7 +25,7 @@ while (($#)) && [[ "$1" != "--" ]]; do requested+=("$1"); shift; done
 if ((${#requested[@]} == 0)); then
   # Longest first, so that the short ones fill the gaps at the end.
   scenarios=()
-  for name in default site chaos-redis chaos-rabbitmq restart; do [[ -f "molecule/$name/molecule.yml" ]] && scenarios+=("$name"); done
+  for name in default site django chaos-redis chaos-rabbitmq restart; do [[ -f "molecule/$name/molecule.yml" ]] && scenarios+=("$name"); done
   for file in molecule/*/molecule.yml; do
     name="$(basename "$(dirname "$file")")"
     [[ " ${scenarios[*]} " == *" $name "* ]] || scenarios+=("$name")
@@ -71,9 +71,11 @@ molecule_test() {
   )
 }
 
-# The example app's wheels, for the scenarios that deploy examples/inventory's group_vars.
+# The examples' wheels: the example app's for the scenarios that deploy examples/inventory's
+# group_vars, the Django project's for examples/infra_repo's.
 RELIABLE_CELERY_EXAMPLE_WHEELHOUSE="$(scripts/example-wheelhouse.sh)"
-export RELIABLE_CELERY_EXAMPLE_WHEELHOUSE
+RELIABLE_CELERY_DJANGO_WHEELHOUSE="$(scripts/example-wheelhouse.sh django_project)"
+export RELIABLE_CELERY_EXAMPLE_WHEELHOUSE RELIABLE_CELERY_DJANGO_WHEELHOUSE
 
 if ((${#runs[@]} == 1)); then
   start=$SECONDS
@@ -131,6 +133,12 @@ while ((${#pending[@]} + ${#running[@]})); do
   for pid in "${!running[@]}"; do kill -0 "$pid" 2>/dev/null || unset "running[$pid]"; done
 done
 failures=0
-for run in "${runs[@]}"; do [[ -f "$(run_log "$run" | sed 's/\.log$/.passed/')" ]] || failures=$((failures + 1)); done
+for run in "${runs[@]}"; do
+  [[ -f "$(run_log "$run" | sed 's/\.log$/.passed/')" ]] && continue
+  failures=$((failures + 1))
+  # Again at the very end, where a CI report that keeps only the last lines still shows it.
+  log "$run failed; its errors:"
+  grep -E 'fatal:|FAILED|ERROR|failed=[1-9]| [0-9]+ failed|^[0-9:]{8} E ' "$(run_log "$run")" | tail -n 25 | cut -c1-400 >&2 || true
+done
 ((failures == 0)) || die "$failures of ${#runs[@]} molecule runs failed"
 log "all ${#runs[@]} molecule runs passed"
