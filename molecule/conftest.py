@@ -145,23 +145,26 @@ DEFAULT_SCENARIO_INSTANCES = [
 RELEASES_DIR = "/opt/celery/releases"
 
 
-# The worker's systemd credentials (every scenario sets a broker and a result backend).
-CREDENTIALS = ("broker_url", "result_backend")
+# Every credential of the workers, the role's (broker_url, result_backend) and the app's: a shell
+# word list of systemd-run options, one LoadCredential= per file of the role's directory.
+WORKER_CREDENTIALS = (
+    f"$(for file in {CONFIG_DIR}/credentials/worker/*; do "
+    'printf "%s\\n" "--property=LoadCredential=${file##*/}:$file"; done)'
+)
 
 
-def in_worker_environment(instance: str, argv: list[str]) -> str:
+def in_worker_environment(instance: str, argv: list[str], *, unit: str = "", output: str = "") -> str:
     """A command line running `argv` as the service user with the instance's environment files and
-    credentials, read by systemd exactly as the unit reads them."""
-    return shlex.join(
-        [
-            "systemd-run", "--quiet", "--pipe", "--wait", "--collect",
-            "-p", "User=celery",
-            "-p", f"EnvironmentFile={CONFIG_DIR}/worker.env",
-            "-p", f"EnvironmentFile={CONFIG_DIR}/worker-instances/{instance}.env",
-            *(f"--property=LoadCredential={name}:{CONFIG_DIR}/credentials/worker/{name}" for name in CREDENTIALS),
-            *argv,
-        ]
-    )  # fmt: skip
+    credentials, read by systemd exactly as the unit reads them. It waits for `argv` and prints its
+    output; with UNIT it starts it as that transient unit and returns, its output to the file OUTPUT."""
+    how = ["--pipe", "--wait", "--collect"] if not unit else [f"--unit={unit}", "-p", f"StandardOutput=file:{output}"]
+    systemd_run = [
+        "systemd-run", "--quiet", *how,
+        "-p", "User=celery",
+        "-p", f"EnvironmentFile={CONFIG_DIR}/worker.env",
+        "-p", f"EnvironmentFile={CONFIG_DIR}/worker-instances/{instance}.env",
+    ]  # fmt: skip
+    return f"{shlex.join(systemd_run)} {WORKER_CREDENTIALS} {shlex.join(argv)}"
 
 
 def celery(host, instance: str, *args: str):

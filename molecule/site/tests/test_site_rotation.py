@@ -4,14 +4,11 @@ clients may not do. Runs after test_site.py (file order): it changes the fleet's
 from __future__ import annotations
 
 import json
-import shlex
 import time
 from pathlib import Path
 
 import pytest
 from conftest import (
-    CONFIG_DIR,
-    CREDENTIALS,
     REDIS_CONFIG_DIR,
     REDIS_SERVER,
     REDIS_SERVICE,
@@ -63,15 +60,8 @@ def users(passwords: dict[str, list[str]]) -> list[dict]:
 
 def start_producer(host) -> None:
     host.run(f"rm -f {PRODUCER_STOP} {PRODUCER_OUTPUT}; systemctl reset-failed {PRODUCER_UNIT}")
-    argv = [
-        "systemd-run", "--quiet", f"--unit={PRODUCER_UNIT}", "-p", "User=celery",
-        "-p", f"StandardOutput=file:{PRODUCER_OUTPUT}",
-        "-p", f"EnvironmentFile={CONFIG_DIR}/worker.env",
-        "-p", f"EnvironmentFile={CONFIG_DIR}/worker-instances/default.env",
-        *(f"--property=LoadCredential={name}:{CONFIG_DIR}/credentials/worker/{name}" for name in CREDENTIALS),
-        "/opt/celery/current/bin/python", "-c", PRODUCER, PRODUCER_STOP,
-    ]  # fmt: skip
-    host.check_output(shlex.join(argv))
+    argv = ["/opt/celery/current/bin/python", "-c", PRODUCER, PRODUCER_STOP]
+    host.check_output(in_worker_environment("default", argv, unit=PRODUCER_UNIT, output=PRODUCER_OUTPUT))
 
 
 def stop_producer(host) -> dict:
