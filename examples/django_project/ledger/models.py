@@ -8,6 +8,7 @@ class Entry(models.Model):
     amount = models.IntegerField()
     task_id = models.CharField(max_length=64)
     hostname = models.CharField(max_length=255)
+    release = models.CharField(max_length=64)
     written_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -4,6 +4,7 @@ import socket
 import time
 
 from celery import shared_task
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Sum
 
@@ -15,8 +16,10 @@ def record(self, key: str, amount: int, seconds: float = 0.0) -> dict:
     """Write one entry for KEY, SECONDS after the task started (the row is committed when it ends)."""
     time.sleep(seconds)
     with transaction.atomic():
-        entry = Entry.objects.create(key=key, amount=amount, task_id=self.request.id, hostname=socket.gethostname())
-    return {"id": entry.pk, "key": key}
+        entry = Entry.objects.create(
+            key=key, amount=amount, task_id=self.request.id, hostname=socket.gethostname(), release=settings.RELEASE
+        )
+    return {"id": entry.pk, "key": key, "release": settings.RELEASE}
 
 
 @shared_task(name="ledger.total")

@@ -20,6 +20,9 @@ def credential(name: str) -> str:
     return (Path(directory) / name).read_text().strip()
 
 
+# The version this code is: the name of the directory it was deployed to (/srv/proj/releases/VERSION).
+RELEASE = Path(__file__).resolve().parents[1].name
+
 SECRET_KEY = credential("django_secret_key")
 DEBUG = False
 ALLOWED_HOSTS = os.environ.get("PROJ_ALLOWED_HOSTS", "localhost").split(",")

@@ -17,6 +17,7 @@ class Migration(migrations.Migration):
                 ("amount", models.IntegerField()),
                 ("task_id", models.CharField(max_length=64)),
                 ("hostname", models.CharField(max_length=255)),
+                ("release", models.CharField(max_length=64)),
                 ("written_at", models.DateTimeField(auto_now_add=True)),
             ],
         ),
