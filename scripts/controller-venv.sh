@@ -7,9 +7,10 @@
 # rewrites requirements-dev.lock from it (after changing a pin).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# The collections community.docker's connection and modules need, taken from this release.
+# The collections community.docker's connection and modules need, and community.postgresql for
+# examples/infra_repo's database, taken from this release.
 ANSIBLE_BUNDLE_VERSION=14.5.0
-BUNDLED_COLLECTIONS=(community/docker community/library_inventory_filtering_v1 ansible/posix)
+BUNDLED_COLLECTIONS=(community/docker community/library_inventory_filtering_v1 ansible/posix community/postgresql)
 
 find_python() {
   local candidate
