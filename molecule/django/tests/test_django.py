@@ -136,28 +136,59 @@ def test_beat_sends_the_schedule_it_reads_from_the_database_once_per_tick(fleet)
     assert int(scheduler.stdout.strip() or 0) > 0, journal(fleet[APP1], "celery-beat.service")
 
 
+def test_beat_with_the_database_scheduler_still_refuses_a_second_host(fleet) -> None:
+    before = {name: fleet[name].run("systemctl show -p MainPID --value celery-beat.service").stdout for name in APPS}
+    result = run_playbook(scenario_file("beat_on_app_servers.yml"))
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output[-3000:]
+    assert "celery_beat runs one beat per schedule" in output, output[-3000:]
+    assert {
+        name: fleet[name].run("systemctl show -p MainPID --value celery-beat.service").stdout for name in APPS
+    } == before
+    assert fleet[APP2].run("systemctl cat celery-beat.service").rc != 0, "beat was installed on a second host"
+
+
 def task_durations(rng: random.Random, count: int) -> list[float]:
     """Mostly short tasks, some of a few seconds."""
     return [round(rng.uniform(0.1, 1.0) if rng.random() < 0.85 else rng.uniform(1.0, 8.0), 2) for _ in range(count)]
 
 
-def test_killed_workers_lose_no_orm_task_and_repeat_only_unacknowledged_ones(fleet) -> None:
-    """SIGKILL of a worker's main process (its pool goes with it) and of a pool process, while
-    ORM tasks run: every task writes its row, and a row is written twice only for a run that had
-    committed and not yet been acknowledged when its main process was killed."""
+def strike(fleet, fault: str) -> dict:
+    """FAULT ("kill-main", "kill-child" on an app server; "restart-database") now; when it struck,
+    from and to, by the struck host's clock (every test host shares the machine's)."""
+    if fault == "restart-database":
+        began, ended = fleet[DB].check_output("date +%s.%N && systemctl restart postgresql && date +%s.%N").split()
+        return {"fault": fault, "host": DB, "from": float(began), "to": float(ended)}
+    name = APP1 if fault == "kill-main" else APP2
+    host = fleet[name]
+    pid = main_pid(host, current_unit(host, "default"))
+    victim = pid if fault == "kill-main" else int(host.check_output(f"pgrep -P {pid} | head -n 1"))
+    struck = float(host.check_output(f"kill -KILL {victim} && date +%s.%N"))
+    return {"fault": fault, "host": name, "from": struck, "to": struck}
+
+
+def explains(fault: dict, row: dict) -> bool:
+    """Whether FAULT may have made the run that wrote ROW run again: its worker's main process was
+    killed, or the database restarted, just after the row was committed and before the run was
+    acknowledged (for a restart, before the commit's answer reached the task, which then retried)."""
+    if not fault["from"] - ACK_SLACK_SECONDS <= row["t"] <= fault["to"]:
+        return False
+    return fault["fault"] == "restart-database" or (fault["fault"] == "kill-main" and fault["host"] == row["hostname"])
+
+
+def test_killed_workers_and_a_database_restart_lose_no_orm_task(fleet) -> None:
+    """SIGKILL of a worker's main process (its pool goes with it) and of a pool process, and a
+    PostgreSQL restart, while ORM tasks run: every task writes its row (ledger.record retries on
+    a lost connection), and a row is written twice only for a run that had committed and not yet
+    been acknowledged when the fault struck."""
     rng = random.Random(SEED)  # noqa: S311 - a workload to replay, not a secret
     keys = [f"chaos-{SEED}-{number}" for number in range(TASKS)]
     send_tasks(fleet[APP1], [("ledger.record", [key, 1, seconds], "celery") for key, seconds in
                              zip(keys, task_durations(rng, TASKS), strict=True)])  # fmt: skip
     faults = []
-    for name, target, delay in ((APP1, "main", 6.0), (APP2, "child", 6.0)):
-        time.sleep(delay)
-        host = fleet[name]
-        unit = current_unit(host, "default")
-        pid = main_pid(host, unit)
-        victim = pid if target == "main" else int(host.check_output(f"pgrep -P {pid} | head -n 1"))
-        struck = float(host.check_output(f"kill -KILL {victim} && date +%s.%N"))
-        faults.append({"host": name, "target": target, "t": struck})
+    for fault in ("kill-main", "restart-database", "kill-child"):
+        time.sleep(5.0)
+        faults.append(strike(fleet, fault))
     started = time.time()
     prefix = f"chaos-{SEED}-"
     rows = wait_for(
@@ -169,16 +200,11 @@ def test_killed_workers_lose_no_orm_task_and_repeat_only_unacknowledged_ones(fle
     by_key: dict[str, list[dict]] = {}
     for row in rows:
         by_key.setdefault(row["key"], []).append(row)
-    unexplained = []
-    for key, written in by_key.items():
-        for first in written[:-1]:
-            if not any(
-                fault["target"] == "main"
-                and fault["host"] == first["hostname"]
-                and fault["t"] - ACK_SLACK_SECONDS <= first["t"] <= fault["t"]
-                for fault in faults
-            ):
-                unexplained.append((key, written))
+    unexplained = [
+        (key, written)
+        for key, written in by_key.items()
+        if not all(any(explains(fault, row) for fault in faults) for row in written[:-1])
+    ]
     repeated = sum(len(written) - 1 for written in by_key.values())
     record_figures(
         "django-chaos",
@@ -271,3 +297,28 @@ def test_a_new_version_migrates_first_then_the_workers_hand_over_without_losing_
     assert "/srv/proj/releases/2.0.0" in fleet[APP1].check_output(
         "cat /opt/celery-beat/current/lib/python3*/site-packages/reliable_celery_app_path.pth"
     )
+
+
+def test_a_failed_migration_stops_the_run_before_any_worker_or_beat_changes(fleet, tmp_path) -> None:
+    version = next_version(tmp_path / "v3")
+    (version / "ledger" / "migrations" / "0003_fails.py").write_text(
+        "from django.db import migrations\n\n\n"
+        "def fail(apps, schema_editor):\n"
+        '    raise RuntimeError("this migration fails")\n\n\n'
+        "class Migration(migrations.Migration):\n"
+        '    dependencies = [("ledger", "0002_entry_note")]\n'
+        "    operations = [migrations.RunPython(fail)]\n"
+    )
+    services = {(name, unit) for name in APPS for unit in (current_unit(fleet[name], "default"),)}
+    services.add((APP1, "celery-beat.service"))
+    before = {(name, unit): main_pid(fleet[name], unit) for name, unit in services}
+
+    result = run_playbook(
+        scenario_file("converge.yml"), extra_vars={"proj_version": "3.0.0", "proj_source": str(version)}
+    )
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output[-3000:]
+    assert "this migration fails" in output, output[-3000:]
+    assert "PLAY [Find the hosts of each part of the stack]" not in result.stdout, "the run went on after the migration"
+    assert {(name, unit): main_pid(fleet[name], unit) for name, unit in services} == before
+    assert not sql(fleet[DB], "SELECT 1 FROM django_migrations WHERE app = 'ledger' AND name = '0003_fails'")
