@@ -150,7 +150,14 @@ def test_a_lost_hosts_task_runs_on_another_host_within_the_visibility_timeout(fl
         seconds = again["t"] - lost_at
         record_figures("REPORT", f"leases: a lost host's task started on another host {seconds:.1f} s later")
         assert again["hostname"] == fleet.workers[survivor].check_output("hostname"), again
-        assert seconds <= HOST_LOSS_BOUND, f"started again {seconds:.1f} s after the host was lost"
+        if seconds > HOST_LOSS_BOUND:
+            # Seen once (49.5 s under a CPU-bound make test, 9.5-14.4 s otherwise): what the survivor did meanwhile.
+            survivor_unit, _marker = current_slot(fleet.workers[survivor], INSTANCE)
+            pytest.fail(
+                f"started again {seconds:.1f} s after the host was lost (lost at {lost_at:.1f}, {again})\n"
+                + journal(fleet.workers[survivor], survivor_unit, 120)
+                + redis_cli(fleet.broker, "ZRANGE", "unacked_index", "0", "-1", "WITHSCORES").stdout
+            )
     finally:
         subprocess.run(["docker", "start", lost], check=True, capture_output=True, timeout=120)
         fleet.wait_booted(lost)
