@@ -41,6 +41,7 @@ def test_running_worker_reports_the_reliable_delivery_settings(host, hostname: s
         "visibility_timeout": LEASE_SECONDS,
         "unacked_restore_interval": 5,
         "unacked_restore_throttle": 1,
+        "unacked_mutex_expire": 5,
     }
     assert conf["result_backend_transport_options"] == {"visibility_timeout": VISIBILITY_TIMEOUT}
     wrapper_entries = {"reliable_celery_leases", "reliable_celery_poison"}
