@@ -164,8 +164,7 @@ with app.connection_for_read() as connection:
 
 def test_a_lost_hosts_task_runs_on_another_host_within_the_visibility_timeout(fleet: Fleet) -> None:
     """The host is lost in the middle of its restore sweep, holding kombu's sweep mutex: no worker
-    sweeps until the mutex expires (after a broker frozen past the watchdog, a worker ended in its
-    sweep left it held for kombu's default 300 s: this test failed at 49.5 and 69.5 s)."""
+    sweeps until the mutex expires (docs/delivery.md, the sweep's mutex)."""
     lost, survivor = WORKERS
     other, other_unit = consuming_only_on(fleet, lost)
     [task_id] = send_tasks(fleet.workers[lost], [("example.sleep", [3 * LEASE], "")])
@@ -186,13 +185,10 @@ def test_a_lost_hosts_task_runs_on_another_host_within_the_visibility_timeout(fl
         seconds = again["t"] - lost_at
         record_figures("REPORT", f"leases: a lost host's task started on another host {seconds:.1f} s later")
         assert again["hostname"] == fleet.workers[survivor].check_output("hostname"), again
-        if seconds > HOST_LOSS_BOUND:
-            survivor_unit, _marker = current_slot(fleet.workers[survivor], INSTANCE)
-            pytest.fail(
-                f"started again {seconds:.1f} s after the host was lost (lost at {lost_at:.1f}, {again})\n"
-                + journal(fleet.workers[survivor], survivor_unit, 120)
-                + redis_cli(fleet.broker, "ZRANGE", "unacked_index", "0", "-1", "WITHSCORES").stdout
-            )
+        survivor_unit, _marker = current_slot(fleet.workers[survivor], INSTANCE)
+        assert seconds <= HOST_LOSS_BOUND, (
+            f"started again {seconds:.1f} s after the host was lost\n{journal(fleet.workers[survivor], survivor_unit)}"
+        )
     finally:
         subprocess.run(["docker", "start", lost], check=True, capture_output=True, timeout=120)
         fleet.wait_booted(lost)
