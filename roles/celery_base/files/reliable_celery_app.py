@@ -20,6 +20,7 @@ The units run ``celery -A reliable_celery_app worker|beat|flower``. This module:
   warning and uses the fallback visibility timeout the settings give (the longest task's);
 - checks the prefork pool for processes that died every ``POOL_CHECK_SECONDS``, not only at their
   exit's event and every 5 s, so that the task of a killed pool process comes back at once;
+- connects to the broker again promptly after losing it (``RECONNECT_INTERVALS``);
 - when the settings ask for it (``reliable_celery_poison``), counts the unfinished runs of each task
   that comes back to the worker and moves one that reached the limit to the dead-letter queue
   (reliable_celery_poison);
@@ -39,6 +40,7 @@ The units run ``celery -A reliable_celery_app worker|beat|flower``. This module:
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import json
 import logging
@@ -62,6 +64,10 @@ CREDENTIAL_SETTINGS = ("broker_url", "result_backend")
 # or else at its own check every 5 s. Seen here: 11 of 35 SIGKILLed pool processes were noticed only
 # at that check, 0.9-4.8 s later, the task's message and the slot in the pool held meanwhile.
 POOL_CHECK_SECONDS = 0.5
+# A worker that lost its broker tries again after 0.5 s, then every second: Celery keeps kombu's back-off of
+# 2, 4, 6 ... up to 30 s, which it does not expose; a RabbitMQ restart of 7 s left every worker idle 6 s more
+# with the broker up. One connection attempt a second per worker is nothing to a broker that refuses it.
+RECONNECT_INTERVALS = {"interval_start": 0.5, "interval_step": 0.5, "interval_max": 1.0}
 # WATCHDOG=1 this many times per WatchdogSec=: a late timer tick or a slow ping leaves margin.
 WATCHDOG_PINGS_PER_TIMEOUT = 4
 # The canary's task name: the worker's consumer takes it back itself, nothing runs it.
@@ -237,6 +243,23 @@ class _PoolCheckStep(_RepeatingStep):
 
 
 app.steps["consumer"].add(_PoolCheckStep)
+
+
+class _ReconnectStep(bootsteps.Step):
+    """Gives the consumer's connection attempts, at start and after a connection loss, RECONNECT_INTERVALS."""
+
+    def __init__(self, c, **kwargs):
+        super().__init__(c, **kwargs)
+        ensure_connected = c.ensure_connected
+
+        def ensure_connected_promptly(connection):
+            connection.ensure_connection = functools.partial(connection.ensure_connection, **RECONNECT_INTERVALS)
+            return ensure_connected(connection)
+
+        c.ensure_connected = ensure_connected_promptly
+
+
+app.steps["consumer"].add(_ReconnectStep)
 
 
 class _PoisonStep(bootsteps.StartStopStep):

@@ -1,0 +1,1 @@
+../../resources/chaos/test_reconnect.py
