@@ -72,6 +72,9 @@ RECONNECT_INTERVALS = {"interval_start": 0.5, "interval_step": 0.5, "interval_ma
 WATCHDOG_PINGS_PER_TIMEOUT = 4
 # The canary's task name: the worker's consumer takes it back itself, nothing runs it.
 CANARY_TASK = "reliable_celery.canary"
+# A canary's send tries again once, on a fresh connection: the pool's may be the one a broker restart broke while
+# the consumer has already reconnected.
+CANARY_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0, "interval_max": 0}
 # The settings' entry for leases: {"fallback_visibility_timeout": SECONDS}; absent: no leases.
 LEASE_SETTING = "reliable_celery_leases"
 # The settings' entry for poison containment: {"max_unfinished_runs": N, "dead_letter_queue": NAME}.
@@ -313,6 +316,12 @@ def _watchdog_interval() -> float | None:
     return int(usec) / 1e6 / WATCHDOG_PINGS_PER_TIMEOUT
 
 
+def _begin_consuming():
+    """The event loop runs: from now on it pings, the thread no longer."""
+    _consuming.set()
+    _ping_watchdog()
+
+
 class _WatchdogStep(_RepeatingStep):
     """Sends WATCHDOG=1 from the worker's event loop while it consumes every queue it started with
     and its broker connection is up: a frozen process, a blocked main thread or a cancelled consumer
@@ -351,10 +360,11 @@ class _WatchdogStep(_RepeatingStep):
             ):
                 _ping_watchdog()
 
-        # Connected, its steps started, it consumes next: a ping, as a reconnect shorter than the thread's
-        # interval gets none from the thread (a Redis restart left 8.3 s without one).
-        _consuming.set()
+        # Connected: a ping, as a reconnect shorter than the thread's interval gets none from the thread (a Redis
+        # restart left 8.3 s without one). The thread goes on pinging until the event loop runs: a step that starts
+        # after this one may still block (Celery's DelayedDelivery retries each broker URL, a dead node's too).
         _ping_watchdog()
+        c.timer.call_after(0, _begin_consuming)
         self.repeat(c, WATCHDOG_INTERVAL, ping)
 
     def stop(self, c):
@@ -381,7 +391,8 @@ class Canary:
     takes back itself. While the worker has room for a message and has received none for ``seconds``, a canary
     goes out (``due``); once one has waited ``seconds`` for its answer while the worker had room, the worker is
     not ``healthy`` until it comes: its broker connection may look up while nothing arrives through it (a frozen
-    broker, a half-open connection). A worker without room is not judged: its message may wait for a slot."""
+    broker, a half-open connection). A worker without room is not judged: its message may wait for a slot. A send
+    that raised (``failed``) is due again at once, its wait still counted from the first try."""
 
     def __init__(self, seconds: float, clock=time.monotonic) -> None:
         self.seconds = seconds
@@ -390,7 +401,7 @@ class Canary:
 
     def restart(self) -> None:
         """A consumer (re)start: nothing outstanding, as if a message had just come."""
-        self.outstanding: tuple[str, float] | None = None  # the canary's id and when it went out
+        self.outstanding: tuple[str | None, float] | None = None  # the canary's id (None: its send failed), since when
         self.heard = self.clock()  # when a message last came: a task or the canary
         self.room_since: float | None = None
 
@@ -398,14 +409,24 @@ class Canary:
         self.heard = self.clock()
 
     def due(self, room: bool) -> bool:
-        return self.note_room(room) and self.outstanding is None and self.clock() - self.heard >= self.seconds
+        if not self.note_room(room):
+            return False
+        if self.outstanding is not None:
+            return self.outstanding[0] is None
+        return self.clock() - self.heard >= self.seconds
 
     def sent(self, canary_id: str) -> None:
-        self.outstanding = (canary_id, self.clock())
+        since = self.outstanding[1] if self.outstanding is not None else self.clock()
+        self.outstanding = (canary_id, since)
+
+    def failed(self, canary_id: str) -> None:
+        """Its send raised: nothing to wait for, and the next try is due."""
+        if self.outstanding is not None and self.outstanding[0] == canary_id:
+            self.outstanding = (None, self.outstanding[1])
 
     def answered(self, canary_id: str | None) -> None:
         """A canary came back: the one outstanding, or one an earlier process of this node sent."""
-        if self.outstanding is not None and self.outstanding[0] == canary_id:
+        if canary_id is not None and self.outstanding is not None and self.outstanding[0] == canary_id:
             self.outstanding = None
             self.received()
 
@@ -442,14 +463,17 @@ class _WorkerCanary(Canary):
         it counts as out from before, and the worker stops being healthy meanwhile."""
         while True:
             time.sleep(self.seconds / 4)
-            if not (_consuming.is_set() and self.due(_has_room(c))):
-                continue
-            canary_id = "canary-" + uuid.uuid4().hex
-            self.sent(canary_id)
-            try:
-                app.send_task(CANARY_TASK, task_id=canary_id, queue=self.queue, retry=False)
-            except Exception:  # unanswered: the watchdog decides
-                logger.warning("sending the watchdog's canary failed", exc_info=True)
+            if _consuming.is_set() and self.due(_has_room(c)):
+                self.send()
+
+    def send(self) -> None:
+        canary_id = "canary-" + uuid.uuid4().hex
+        self.sent(canary_id)
+        try:
+            app.send_task(CANARY_TASK, task_id=canary_id, queue=self.queue, retry=True, retry_policy=CANARY_RETRY)
+        except Exception as exc:
+            self.failed(canary_id)
+            logger.warning("sending the watchdog's canary failed, trying again: %r", exc)
 
 
 def _has_room(c) -> bool:

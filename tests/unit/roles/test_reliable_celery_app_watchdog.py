@@ -34,13 +34,22 @@ class Consumer:
     def __init__(self, queues: list[str]) -> None:
         self.connection = SimpleNamespace(connected=True)
         self.task_consumer = TaskConsumer(queues)
-        self.timer = SimpleNamespace(call_repeatedly=self.call_repeatedly)
+        self.timer = SimpleNamespace(call_repeatedly=self.call_repeatedly, call_after=self.call_after)
         self.tick = None
+        self.first_tick = None
         self.connections_lost: list[Exception] = []
 
     def call_repeatedly(self, _seconds, function):
         self.tick = function
         return SimpleNamespace(cancel=lambda: None)
+
+    def call_after(self, _seconds, function):
+        self.first_tick = function
+        return SimpleNamespace(cancel=lambda: None)
+
+    def run_event_loop(self) -> None:
+        """The event loop starts once every step has started: its first timer entry runs."""
+        self.first_tick()
 
     def on_connection_error_after_connected(self, exc: Exception) -> None:
         self.connections_lost.append(exc)
@@ -72,6 +81,7 @@ def started(wrapper, notify, queues: list[str]) -> Consumer:
     consumer.step = wrapper._WatchdogStep(consumer)
     consumer.step.start(consumer)
     consumer.task_consumer.consume()
+    consumer.run_event_loop()
     notify()
     return consumer
 
@@ -124,6 +134,16 @@ def test_each_start_pings_at_once(wrapper, notify) -> None:
     consumer = Consumer(["celery"])
     wrapper._WatchdogStep(consumer).start(consumer)
     assert notify() == [b"WATCHDOG=1"]
+
+
+def test_the_thread_pings_until_the_event_loop_runs(wrapper, notify) -> None:
+    """A step that starts after the watchdog's may block (Celery's DelayedDelivery retried a dead cluster node's
+    URL for 15 s and a 20 s watchdog fired): the worker counts as consuming once its event loop runs."""
+    consumer = Consumer(["celery"])
+    wrapper._WatchdogStep(consumer).start(consumer)
+    assert not wrapper._consuming.is_set()
+    consumer.run_event_loop()
+    assert wrapper._consuming.is_set()
 
 
 # --- The idle worker's canary (worker_direct): a frozen broker or a half-open connection looks connected ---
@@ -227,3 +247,51 @@ def test_the_event_loop_pings_only_while_its_canary_comes_back(notify, import_wa
 
 def test_without_worker_direct_there_is_no_canary(wrapper) -> None:
     assert wrapper._canary is None
+
+
+def test_a_send_that_raised_is_tried_again_at_once_its_wait_counted_from_the_first_try(canary) -> None:
+    """The pool's connection may be one a broker restart broke, while the consumer has reconnected: a failed
+    send is no reason to abort a working worker, and a send that keeps failing is no reason to trust it."""
+    canary, clock = canary
+    clock.now += 2.5
+    canary.sent("canary-1")
+    canary.failed("canary-1")
+    assert canary.due(room=True)
+    canary.answered(None)  # a message without an id answers nothing
+    assert canary.due(room=True)
+    clock.now += 1
+    canary.sent("canary-2")
+    assert not canary.due(room=True)
+    canary.answered("canary-2")
+    clock.now += 2
+    assert canary.healthy(room=True)
+    canary.sent("canary-3")
+    canary.failed("canary-3")
+    clock.now += 2.5
+    canary.sent("canary-4")
+    assert not canary.healthy(room=True)
+
+
+def test_the_worker_canary_retries_a_send_that_raised(import_watched, tmp_path, clock, monkeypatch) -> None:
+    settings = tmp_path / "settings.json"
+    settings.write_text('{"worker_direct": true}')
+    wrapper = import_watched(RELIABLE_CELERY_SETTINGS=str(settings))
+    wrapper._canary.clock, wrapper._canary.seconds, wrapper._canary.queue = clock, 2.5, "w1@host.dq2"
+    wrapper._canary.restart()
+    sends = []
+
+    def send_task(name, task_id, queue, retry, retry_policy):
+        sends.append((task_id, queue, retry, retry_policy["max_retries"]))
+        if len(sends) == 1:
+            raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(wrapper.app, "send_task", send_task)
+    clock.now += 2.5
+    assert wrapper._canary.due(room=True)
+    wrapper._canary.send()
+    assert wrapper._canary.due(room=True)
+    wrapper._canary.send()
+    assert not wrapper._canary.due(room=True)
+    assert [send[1:] for send in sends] == [("w1@host.dq2", True, 1)] * 2
+    wrapper._canary.answered(sends[1][0])
+    assert wrapper._canary.healthy(room=True)
