@@ -38,6 +38,17 @@ def celery_url(url, variable, kind="broker"):
         raise AnsibleFilterError(f"{variable} must be a string, got {type(url).__name__}")
     if _CONTROL.search(url):
         raise AnsibleFilterError(f"{variable} must be one line without control characters")
+    if kind == "broker":
+        # A broker URL may list failover URLs, separated by ';' (a RabbitMQ cluster's nodes): kombu connects to
+        # the first that answers.
+        alternates = [_one_url(part, variable, kind, allowed, example) for part in url.split(";")]
+        if len({parts["scheme"] for parts in alternates}) > 1:
+            raise AnsibleFilterError(f"{variable} lists URLs of different schemes: one broker, one scheme")
+        return {**alternates[0], "hosts": [parts["hostname"] for parts in alternates]}
+    return _one_url(url, variable, kind, allowed, example)
+
+
+def _one_url(url, variable, kind, allowed, example):
     scheme, separator, _rest = url.partition("://")
     if not separator or not _SCHEME.match(scheme):
         raise AnsibleFilterError(f"{variable} must be a URL, SCHEME://... {example}")

@@ -55,7 +55,7 @@ from pathlib import Path
 import reliable_celery_leases
 import reliable_celery_poison
 from celery import Celery, bootsteps
-from celery.signals import task_received, worker_ready, worker_shutting_down
+from celery.signals import celeryd_after_setup, task_received, worker_ready, worker_shutting_down
 from celery.utils.nodenames import worker_direct
 from celery.worker import state as worker_state
 
@@ -264,6 +264,37 @@ class _ReconnectStep(bootsteps.Step):
 
 app.steps["consumer"].add(_ReconnectStep)
 
+DELAYED_DELIVERY_STEP = "celery.worker.consumer.delayed_delivery.DelayedDelivery"
+
+
+class _DeclareThroughTheConnectedNodeStep(bootsteps.Step):
+    """With quorum queues, Celery's DelayedDelivery step declares its exchanges and queues through every URL of
+    broker_url before the consumer consumes, retrying each (1 + 3 + 5 s): a cluster's dead node held the consumer
+    15 s. A cluster's exchanges and queues are the whole cluster's: the node the consumer is connected to is
+    enough."""
+
+    requires = ("celery.worker.consumer.delayed_delivery:DelayedDelivery",)
+
+    def __init__(self, c, **kwargs):
+        super().__init__(c, **kwargs)
+        step = c.blueprint.steps.get(DELAYED_DELIVERY_STEP)
+        if step is not None and not isinstance(step, type):
+            step._validate_broker_urls = lambda _urls: {c.connection.as_uri(include_password=True)}
+
+
+def _replicate_the_direct_queue(sender=None, instance=None, **_kwargs) -> None:
+    """With quorum queues (a RabbitMQ cluster), the node's own queue (worker_direct, the watchdog's canary's) is one
+    too: a classic durable queue lives on one node, and while that node is down the worker cannot declare it and
+    exits (NOT_FOUND, home node down)."""
+    queue = app.amqp.queues.get(worker_direct(instance.hostname).name) if app.conf.worker_direct else None
+    if queue is not None:
+        queue.queue_arguments = {**(queue.queue_arguments or {}), "x-queue-type": "quorum"}
+
+
+if app.conf.task_default_queue_type == "quorum":
+    app.steps["consumer"].add(_DeclareThroughTheConnectedNodeStep)
+    celeryd_after_setup.connect(_replicate_the_direct_queue, weak=False)
+
 
 class _PoisonStep(bootsteps.StartStopStep):
     """Lets poison containment see each task message before Celery does: wraps the consumer's
@@ -451,7 +482,8 @@ class _WorkerCanary(Canary):
         self.restart()
         c.strategies[CANARY_TASK] = self.take
         if not hasattr(self, "queue"):
-            self.queue = worker_direct(c.hostname)
+            # The consumer's own Queue: with quorum queues it is one too (_replicate_the_direct_queue).
+            self.queue = app.amqp.queues.get(worker_direct(c.hostname).name) or worker_direct(c.hostname)
             threading.Thread(target=self.send_when_due, args=(c,), name="reliable-celery-canary", daemon=True).start()
 
     def take(self, message, *_args, **_kwargs) -> None:

@@ -118,9 +118,12 @@ def put_back_counted(channel, tag: str, runs: int) -> None:
         client.transaction(transaction, channel.unacked_key)
 
 
-def dead_letter_queue(name: str) -> Queue:
-    """The dead-letter queue: durable, on the default exchange (on Redis a list of that name)."""
-    return Queue(name, routing_key=name, durable=True, auto_delete=False)
+def dead_letter_queue(app, name: str) -> Queue:
+    """The dead-letter queue: durable, on the default exchange (on Redis a list of that name); a quorum queue
+    when the app's queues are (a RabbitMQ cluster: a classic queue would live on one node only)."""
+    quorum = app.conf.task_default_queue_type == "quorum"
+    arguments = {"x-queue-type": "quorum"} if quorum else None
+    return Queue(name, routing_key=name, durable=True, auto_delete=False, queue_arguments=arguments)
 
 
 class Containment:
@@ -129,7 +132,7 @@ class Containment:
     def __init__(self, app, max_unfinished_runs: int, dead_letter_queue_name: str, clock=time.time) -> None:
         self.app = app
         self.max_unfinished_runs = int(max_unfinished_runs)
-        self.queue = dead_letter_queue(dead_letter_queue_name)
+        self.queue = dead_letter_queue(app, dead_letter_queue_name)
         self.clock = clock
         self.node = None  # the worker's node name, known once its consumer exists
         # Celery's own for task messages: a few short retries, not kombu's default of forever,
@@ -223,7 +226,7 @@ def describe(message) -> dict:
 
 def list_dead_letters(app, queue_name: str) -> list[dict]:
     with app.connection_for_write() as connection:
-        messages = _dead_letters(connection.default_channel, dead_letter_queue(queue_name))
+        messages = _dead_letters(connection.default_channel, dead_letter_queue(app, queue_name))
         _put_back(messages)
         return [describe(message) for message in messages]
 
@@ -235,7 +238,7 @@ def replay(app, queue_name: str, task_ids: set[str] | None) -> list[dict]:
     with app.connection_for_write() as connection:
         channel = connection.default_channel
         producer = connection.Producer()
-        messages = _dead_letters(channel, dead_letter_queue(queue_name))
+        messages = _dead_letters(channel, dead_letter_queue(app, queue_name))
         for message in messages:
             described = describe(message)
             if task_ids is not None and described["id"] not in task_ids:

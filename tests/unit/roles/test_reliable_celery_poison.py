@@ -242,3 +242,11 @@ def test_the_module_loads_without_kombus_redis_transport():
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_with_quorum_queues_the_dead_letter_queue_is_one_too() -> None:
+    """On a RabbitMQ cluster a classic queue lives on one node: its loss would take the dead letters with it."""
+    quorum = Celery("poison-quorum", broker="memory://", set_as_current=False)
+    quorum.conf.task_default_queue_type = "quorum"
+    assert poison.dead_letter_queue(quorum, DEAD).queue_arguments == {"x-queue-type": "quorum"}
+    assert not poison.dead_letter_queue(Celery("poison-classic", set_as_current=False), DEAD).queue_arguments

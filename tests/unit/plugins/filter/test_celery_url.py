@@ -73,3 +73,16 @@ def test_a_backend_may_be_empty_or_any_scheme_and_redis_is_parsed() -> None:
 def test_a_non_string_is_refused() -> None:
     with pytest.raises(AnsibleFilterError, match="must be a string"):
         celery_url(["redis://h"], "celery_worker_broker_url")
+
+
+def test_a_broker_may_list_failover_urls_each_checked() -> None:
+    nodes = ";".join(f"amqp://celery:{SECRET}@rabbit{n}:5672/celery" for n in (1, 2, 3))
+    parts = celery_url(nodes, "celery_worker_broker_url")
+    assert parts["hosts"] == ["rabbit1", "rabbit2", "rabbit3"]
+    assert (parts["hostname"], parts["virtual_host"]) == ("rabbit1", "celery")
+    assert celery_url("redis://broker:6379/0", "v")["hosts"] == ["broker"]
+    with pytest.raises(AnsibleFilterError, match="different schemes"):
+        celery_url(f"amqp://rabbit1;redis://:{SECRET}@broker", "celery_worker_broker_url")
+    with pytest.raises(AnsibleFilterError, match="celery_worker_broker_url has no host") as error:
+        celery_url(f"amqp://u:{SECRET}@rabbit1/celery;amqp:///celery", "celery_worker_broker_url")
+    assert SECRET not in str(error.value)
