@@ -69,9 +69,10 @@ build: venv
 molecule: setup
 	@scripts/molecule.sh $(SCENARIO)
 
-# `make test` runs the chaos scenarios short (200 tasks, every fault once); this is the full run.
+# `make test` runs the chaos scenarios short (200 tasks, every fault once); this is the full run,
+# with a RabbitMQ cluster's failover (ha-rabbitmq, Debian 12).
 chaos: setup
-	@CHAOS_TASKS=1000 CHAOS_ROUNDS=3 scripts/molecule.sh chaos-redis chaos-rabbitmq
+	@CHAOS_TASKS=1000 CHAOS_ROUNDS=3 scripts/molecule.sh chaos-redis chaos-rabbitmq ha-rabbitmq:bookworm
 
 # Not part of `make test`: a report, not an assertion.
 benchmark: setup

@@ -19,6 +19,8 @@ cd "$REPO_ROOT"
 
 FLOOR_SCENARIOS=(site)
 SUITELESS_SCENARIOS=(testhost)
+# Run only when named (`make chaos`), not by default.
+NAMED_ONLY_SCENARIOS=(ha-rabbitmq)
 requested=()
 while (($#)) && [[ "$1" != "--" ]]; do requested+=("$1"); shift; done
 [[ "${1:-}" == "--" ]] && shift
@@ -28,7 +30,7 @@ if ((${#requested[@]} == 0)); then
   for name in default site django chaos-redis chaos-rabbitmq restart; do [[ -f "molecule/$name/molecule.yml" ]] && scenarios+=("$name"); done
   for file in molecule/*/molecule.yml; do
     name="$(basename "$(dirname "$file")")"
-    [[ " ${scenarios[*]} " == *" $name "* ]] || scenarios+=("$name")
+    [[ " ${scenarios[*]} ${NAMED_ONLY_SCENARIOS[*]} " == *" $name "* ]] || scenarios+=("$name")
   done
   requested=("${scenarios[@]}")
 fi
