@@ -50,6 +50,20 @@ def rabbitmq_cluster(nodes, cookie, this_host):
     return {"clustered": True, "nodes": [f"rabbit@{node}" for node in nodes]}
 
 
+def broker_hosts_as_cluster_nodes(broker_types, group):
+    """BROKER_TYPES (each host of the broker GROUP, in inventory order: its celery_broker_type) as the short host
+    names of the RabbitMQ cluster they form, or [] for one host. Several hosts must all be RabbitMQ: Redis and
+    Valkey serve from one host."""
+    types = sorted(set(broker_types.values()))
+    if len(broker_types) > 1 and types != ["rabbitmq"]:
+        raise AnsibleFilterError(
+            f"{group} has {len(broker_types)} hosts with celery_broker_type {', '.join(types)}: one host serves any "
+            "broker type (redis, valkey, rabbitmq), and several hosts form one RabbitMQ cluster, each with "
+            "celery_broker_type rabbitmq (celery_site_broker_group names the group)"
+        )
+    return [host.split(".", 1)[0] for host in broker_types] if len(broker_types) > 1 else []
+
+
 # What every client of a cluster needs: queues replicated on every node (quorum), so that losing one node loses no
 # message and no queue; topic exchanges, which Celery's delayed delivery needs with quorum queues; publisher
 # confirms, so that a publish counts only once the cluster holds the message.
@@ -73,4 +87,5 @@ class FilterModule:
         return {
             "rabbitmq_cluster": rabbitmq_cluster,
             "rabbitmq_cluster_client_settings": rabbitmq_cluster_client_settings,
+            "broker_hosts_as_cluster_nodes": broker_hosts_as_cluster_nodes,
         }

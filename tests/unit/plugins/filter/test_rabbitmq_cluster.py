@@ -6,6 +6,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 from ansible_collections.reliable.celery.plugins.filter.celery_url import celery_url
 from ansible_collections.reliable.celery.plugins.filter.rabbitmq_cluster import (
+    broker_hosts_as_cluster_nodes,
     rabbitmq_cluster,
     rabbitmq_cluster_client_settings,
 )
@@ -63,3 +64,23 @@ def test_the_clients_of_a_cluster_use_quorum_queues_and_publisher_confirms() -> 
     assert rabbitmq_cluster_client_settings(celery_url(nodes, "v"))["broker_transport_options"]["confirm_publish"]
     for single in ("amqp://celery:secret@rabbit1:5672/celery", "redis://broker:6379/0;redis://broker2:6379/0"):
         assert rabbitmq_cluster_client_settings(celery_url(single, "v")) == {}
+
+
+def test_several_rabbitmq_broker_hosts_are_the_nodes_of_one_cluster_by_short_name() -> None:
+    hosts = {"mq1.example.org": "rabbitmq", "mq2.example.org": "rabbitmq", "mq3": "rabbitmq"}
+    assert broker_hosts_as_cluster_nodes(hosts, "broker") == ["mq1", "mq2", "mq3"]
+    for single in ("redis", "valkey", "rabbitmq"):
+        assert broker_hosts_as_cluster_nodes({"broker1": single}, "broker") == []
+
+
+@pytest.mark.parametrize(
+    "broker_types",
+    [
+        {"b1": "redis", "b2": "redis", "b3": "redis"},
+        {"b1": "rabbitmq", "b2": "rabbitmq", "b3": "valkey"},
+    ],
+)
+def test_several_brokers_that_are_not_all_rabbitmq_are_refused_naming_the_group(broker_types: dict) -> None:
+    with pytest.raises(AnsibleFilterError, match="message_bus has 3 hosts with celery_broker_type") as error:
+        broker_hosts_as_cluster_nodes(broker_types, "message_bus")
+    assert "celery_site_broker_group" in str(error.value)
