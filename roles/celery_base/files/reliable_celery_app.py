@@ -19,7 +19,9 @@ The units run ``celery -A reliable_celery_app worker|beat|flower``. This module:
   (reliable_celery_leases); when this kombu is not one leases were built for, it logs one
   warning and uses the fallback visibility timeout the settings give (the longest task's);
 - checks the prefork pool for processes that died every ``POOL_CHECK_SECONDS``, not only at their
-  exit's event and every 5 s, so that the task of a killed pool process comes back at once;
+  exit's event and every 5 s, so that the task of a killed pool process comes back at once; keeps
+  the jobs already written to a pool process when the consumer closes, which Celery forgets and so
+  runs twice;
 - connects to the broker again promptly after losing it (``RECONNECT_INTERVALS``);
 - when the settings ask for it (``reliable_celery_poison``), counts the unfinished runs of each task
   that comes back to the worker and moves one that reached the limit to the dead-letter queue
@@ -55,6 +57,7 @@ from pathlib import Path
 import reliable_celery_leases
 import reliable_celery_poison
 from celery import Celery, bootsteps
+from celery.concurrency.asynpool import AsynPool
 from celery.signals import celeryd_after_setup, task_received, worker_ready, worker_shutting_down
 from celery.utils.nodenames import worker_direct
 from celery.worker import state as worker_state
@@ -179,7 +182,7 @@ class _LeaseStep(_RepeatingStep):
     def __init__(self, c, **kwargs):
         super().__init__(c, **kwargs)
         _leases.node = c.hostname
-        reliable_celery_leases.hold_through_reconnects(c, _leases)
+        reliable_celery_leases.hold_through_reconnects(c, _leases, _in_the_pool)
 
     def start(self, c):
         channel = c.task_consumer.channel
@@ -246,6 +249,48 @@ class _PoolCheckStep(_RepeatingStep):
 
 
 app.steps["consumer"].add(_PoolCheckStep)
+
+
+def _written_to_a_process(job) -> bool:
+    """A pool job whose payload went to a live pool process, which runs it whatever happens to the consumer."""
+    process = getattr(job, "_write_to", None)
+    return process is not None and process._is_alive()
+
+
+def _in_the_pool(request) -> bool:
+    """A task request that a pool process runs, or will run: Celery counts it active only once the process's
+    acceptance reaches the event loop."""
+    if request in worker_state.active_requests:
+        return True
+    apply_result = getattr(request, "_apply_result", None)  # a weak reference to the pool's job
+    job = apply_result() if apply_result is not None else None
+    return job is not None and _written_to_a_process(job)
+
+
+def _keep_written_jobs(flush):
+    """Celery's prefork pool, when the consumer closes (a lost connection, a warm shutdown), forgets each job whose
+    process has not yet said it accepted it, one written to a process too: that process runs it all the same, its
+    result finds no job, and its message is never acked and runs again elsewhere. The jobs written to a live
+    process stay, to end and be acked as the running ones are."""
+    if getattr(flush, "keeps_written_jobs", False):
+        return flush
+
+    @functools.wraps(flush)
+    def flush_keeping_written_jobs(pool):
+        written = [job for job in tuple(pool._cache.values()) if not job._accepted and _written_to_a_process(job)]
+        try:
+            return flush(pool)
+        finally:
+            for job in written:
+                if _written_to_a_process(job):
+                    pool._cache.setdefault(job._job, job)
+                    pool._busy_workers.add(job._write_to.inqW_fd)  # no other job is written to it meanwhile
+
+    flush_keeping_written_jobs.keeps_written_jobs = True
+    return flush_keeping_written_jobs
+
+
+AsynPool.flush = _keep_written_jobs(AsynPool.flush)
 
 
 class _ReconnectStep(bootsteps.Step):

@@ -50,7 +50,6 @@ import logging
 import time
 
 import kombu
-from celery.worker.state import active_requests
 from kombu.transport import virtual
 from kombu.utils.json import dumps
 
@@ -205,9 +204,9 @@ class Leases:
         return client.transaction(transaction, index, unacked, value_from_callable=True)
 
 
-def hold_through_reconnects(consumer, leases: Leases) -> None:
-    """At a Celery consumer's connection loss, keep the messages of its running tasks unacked, and
-    their channel able to ack them; stop leasing the messages it puts back."""
+def hold_through_reconnects(consumer, leases: Leases, in_the_pool) -> None:
+    """At a Celery consumer's connection loss, keep the messages of its running tasks (``in_the_pool(request)``)
+    unacked, and their channel able to ack them; stop leasing the messages it puts back."""
     on_connection_lost = consumer.on_connection_error_after_connected
 
     def keep_running_tasks(exc):
@@ -215,7 +214,7 @@ def hold_through_reconnects(consumer, leases: Leases) -> None:
         if channel is None:
             return on_connection_lost(exc)
         for tag, request in list(leases.held.items()):
-            if request.acknowledged or request in active_requests:  # running, or its ack waits in the event loop
+            if request.acknowledged or in_the_pool(request):  # running, or its ack waits in the event loop
                 channel.qos._delivered.pop(tag, None)
             elif request.message.channel is channel:  # Celery forgets it: kombu puts it back
                 del leases.held[tag]

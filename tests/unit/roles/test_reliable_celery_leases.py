@@ -211,7 +211,7 @@ class FakeConsumer:
 
 
 @pytest.mark.parametrize("held", [True, False])
-def test_a_reconnect_puts_back_what_celery_forgets_and_keeps_the_running_tasks(held: bool, monkeypatch) -> None:
+def test_a_reconnect_puts_back_what_celery_forgets_and_keeps_the_running_tasks(held: bool) -> None:
     """kombu's virtual channel, the base of its Redis one, on the in-memory transport."""
     queue = kombu.Queue(f"reconnect-{held}")
     with kombu.Connection("memory://") as producer:
@@ -222,9 +222,8 @@ def test_a_reconnect_puts_back_what_celery_forgets_and_keeps_the_running_tasks(h
         node = leases.Leases(40)
         node.held = {message.delivery_tag: FakeRequest(message) for message in (running, ended, reserved)}
         node.held[ended.delivery_tag].acknowledged = True  # its ack waits in the event loop
-        monkeypatch.setattr(leases, "active_requests", {node.held[running.delivery_tag]})
         if held:
-            leases.hold_through_reconnects(consumer, node)
+            leases.hold_through_reconnects(consumer, node, lambda request: request is node.held[running.delivery_tag])
         consumer.on_connection_error_after_connected(ConnectionError("dropped"))
         put_back = [
             message.payload["task"] for message in iter(lambda: producer.default_channel.basic_get(queue.name), None)
