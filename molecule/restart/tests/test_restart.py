@@ -89,6 +89,23 @@ def restart_module(*options: str, **variables: object):
     return run_playbook(scenario_file("restart_module.yml"), "-v", *options, extra_vars=variables)
 
 
+def explain_runs(host, since: str, by_id: dict[str, dict[str, list[dict]]]) -> str:
+    """Where and when each task started and ended, and what the workers and systemd logged about it."""
+    lines = []
+    for task_id, events in by_id.items():
+        runs = [
+            (event["event"], event.get("node"), event.get("pid"), event.get("t"))
+            for event in events["start"] + events["end"]
+        ]
+        lines.append(f"{task_id}: {sorted(runs, key=lambda run: run[3] or 0)}")
+    log = journal_since(host, since).splitlines()
+    mentioned = [line for line in log if any(task_id in line for task_id in by_id)]
+    notable = [
+        line for line in log if re.search(r"Warm shutdown|signal|watchdog|put back|WARNING|ERROR|CRITICAL", line)
+    ]
+    return "\n".join(lines + mentioned + notable[-40:])
+
+
 LONG_TASK_SECONDS = 90  # outlasts the converge before the handler, also on a loaded machine
 
 
@@ -133,7 +150,10 @@ def test_handler_restart_under_load_loses_nothing_kills_nothing_runs_nothing_twi
     lost = [task_id for task_id in [*short_ids, *late_ids] if not by_id[task_id]["end"]]
     twice = [task_id for task_id, events in by_id.items() if len(events["start"]) > 1]
     failed = [task_id for task_id, events in by_id.items() if any(e["state"] != "SUCCESS" for e in events["end"])]
-    assert (lost, twice, failed) == ([], [], []), f"lost {lost}, ran twice {twice}, failed {failed}"
+    assert (lost, twice, failed) == ([], [], []), (
+        f"lost {lost}, ran twice {twice}, failed {failed}; {old_unit} -> {new_unit}\n"
+        + explain_runs(host, since, {task_id: by_id[task_id] for task_id in twice})
+    )
     if strategy == "handover":
         assert new_unit != old_unit, "a handover moves the instance to its other slot"
         assert unit_properties(host, old_unit, "ActiveState", "UnitFileState") == {
