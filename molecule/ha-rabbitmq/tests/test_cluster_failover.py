@@ -40,7 +40,7 @@ FAULTS = os.environ.get(
 # The bound for a RabbitMQ cluster: consumption resumes within 10 s of losing a node.
 RESUME_BOUND = 10
 # A deploy that restarts every node does so one node at a time: publishing never stops for longer than a
-# client's failover to another node. All at once, it stopped 6.7 s.
+# client's failover to another node (all at once: docs/delivery.md).
 RECONFIGURE_PUBLISH_BOUND = 3
 # The fault strikes once this many tasks were confirmed; the rest are published while the node is lost.
 STRIKE_AFTER = 100
