@@ -93,6 +93,12 @@ def record_figures(report: str, line: str) -> None:
         file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {SUITE} ({REDIS_SERVER}): {line}\n")
 
 
+def service_memory_mib(host, unit: str) -> float:
+    """The resident memory of every process of UNIT on HOST, in MiB: what a broker costs a host."""
+    rows = [line.split() for line in host.check_output("ps -e -o unit=,rss=").splitlines()]
+    return sum(int(row[1]) for row in rows if len(row) == 2 and row[0] == unit) / 1024
+
+
 # The Redis-protocol broker server of the scenarios that follow the suite (scripts/molecule.sh,
 # TESTHOST_REDIS_SERVER, mapped to TEST_REDIS_SERVER in their molecule.yml): Redis or Valkey, laid
 # out by Debian under the server's name.

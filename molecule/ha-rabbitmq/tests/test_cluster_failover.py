@@ -20,6 +20,7 @@ from conftest import (
     run_playbook,
     scenario_file,
     scenario_host,
+    service_memory_mib,
     task_events,
     wait_for,
 )
@@ -212,7 +213,8 @@ def test_losing_a_node_loses_no_confirmed_task(fault: str) -> None:
         f"rabbitmq cluster, {kind} of {node} (the {target}; leader {leader}, worker's node {consumer}): "
         f"{len(sent)} tasks confirmed, {len(unfinished())} lost, "
         f"{rerun} ran twice, {retries} publishes retried, longest consumption gap {gap:.2f} s, "
-        f"longest publish gap {publishing_stopped:.2f} s",
+        f"longest publish gap {publishing_stopped:.2f} s; each node's RabbitMQ after it: "
+        + ", ".join(f"{service_memory_mib(broker, 'rabbitmq-server.service'):.0f} MiB" for broker in brokers.values()),
     )
     assert not unfinished()
     assert gap <= RESUME_BOUND, (fault, node, leader, consumer, gap)

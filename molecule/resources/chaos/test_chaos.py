@@ -35,6 +35,7 @@ from conftest import (
     scenario_file,
     scenario_host,
     send_tasks,
+    service_memory_mib,
     task_events,
     wait_for,
 )
@@ -336,6 +337,7 @@ def test_no_task_is_lost_under_faults(fleet: Fleet) -> None:
             for f in faults
             if f.kind in {*WATCHDOG_FAULTS, "freeze-broker"}
         ],
+        "broker_memory_mib": round(service_memory_mib(fleet.broker, f"{BROKER_KIND}-server.service")),
     }
     print(json.dumps(report, indent=2))
     details = json.dumps({**report, **result}, default=vars, indent=2)
