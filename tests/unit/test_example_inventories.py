@@ -28,7 +28,7 @@ def resolved(inventory: str) -> dict[str, dict]:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     hosts = {}
     for line in result.stdout.splitlines():
-        host, _, answer = line.partition(" | SUCCESS => ")
+        host, answer = line.split(" | SUCCESS => ", 1)
         hosts[host] = json.loads(answer)["msg"]
     return hosts
 
