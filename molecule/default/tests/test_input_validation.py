@@ -259,7 +259,7 @@ def refused_together(host, directory: Path) -> dict[str, tuple[str, int]]:
     """Every case in one ansible-playbook run, each as a host of its own: an alias of the test host
     whose host variables are the case's (a run per case spent most of its time starting Ansible).
     celery_beat refuses a play of several hosts, so each of its cases has a play of its own.
-    Per case: the strings of its results (FAILED for a failed task), and how many tasks it changed.
+    Per case: FAILED and the strings of each failed result, and how many tasks it changed.
     (molecule/default/refusals.yml)"""
     real = host.backend.get_hostname()
     hosts = {}
@@ -279,7 +279,10 @@ def refused_together(host, directory: Path) -> dict[str, tuple[str, int]]:
     for play in report["plays"]:
         for task in play["tasks"]:
             for name, outcome in task["hosts"].items():
-                outputs[name] += ["FAILED"] * bool(outcome.get("failed")) + list(texts(outcome))
+                # Only failed results, as Ansible's output shows only theirs: a message must come
+                # from the refusal, not from what a passed task returned.
+                if outcome.get("failed"):
+                    outputs[name] += ["FAILED", *texts(outcome)]
     return {case: ("\n".join(outputs[name]), report["stats"][name]["changed"]) for case, name in zip(ALL_CASES, hosts)}
 
 
