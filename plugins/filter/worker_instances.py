@@ -252,19 +252,22 @@ MEMORY_DROP_IN = "50-reliable-celery-memory.conf"
 def worker_memory_drop_ins(instances, slots, removed_names=()):
     """The memory drop-ins of every slot of INSTANCES (worker_instances): ``set``, each with its ``limits``,
     for the instances that have limits; ``unset``, the paths of those that have none; ``removed``, the
-    drop-in directories of both slots of each instance in REMOVED_NAMES."""
+    drop-in directories of both slots of each instance in REMOVED_NAMES; ``read``, the paths whose state
+    on the host decides what the tasks change (every drop-in, and the directory of each to set)."""
 
     def directory(slot, name):
         return f"{UNIT_DIR}/{slot['prefix']}{name}.service.d"
 
-    drop_ins = {"set": [], "unset": []}
+    drop_ins = {"set": [], "unset": [], "read": []}
     for instance in instances:
         for slot in slots:
             path = f"{directory(slot, instance['name'])}/{MEMORY_DROP_IN}"
             if instance["memory"]:
                 drop_ins["set"].append({"path": path, "name": instance["name"], "limits": instance["memory"]})
+                drop_ins["read"] += [directory(slot, instance["name"]), path]
             else:
                 drop_ins["unset"].append(path)
+    drop_ins["read"] += drop_ins["unset"]
     drop_ins["removed"] = [directory(slot, name) for name in removed_names for slot in slots]
     return drop_ins
 

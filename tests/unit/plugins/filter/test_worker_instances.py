@@ -164,3 +164,10 @@ def test_memory_drop_ins_are_written_for_both_slots_of_instances_with_limits_and
         "/etc/systemd/system/celery-worker@gone.service.d",
         "/etc/systemd/system/celery-worker-b@gone.service.d",
     ]
+    assert drop_ins["read"] == [
+        "/etc/systemd/system/celery-worker@big.service.d",
+        drop_ins["set"][0]["path"],
+        "/etc/systemd/system/celery-worker-b@big.service.d",
+        drop_ins["set"][1]["path"],
+        *drop_ins["unset"],
+    ]
