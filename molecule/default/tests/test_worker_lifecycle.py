@@ -108,6 +108,17 @@ def test_removed_instance_is_stopped_disabled_and_cleaned_up(host) -> None:
     assert call_task(host, "example.whoami", queue="scratch")["node"].startswith("scratch@")
     assert pids(host) == before, "adding an instance restarted the others"
 
+    # A changed limit, then none, reach systemd (and restart scratch: the limit sets its pool's share).
+    converge(host, celery_worker_instances=[*instances, {**scratch, "memory_max": "512M"}])
+    assert host.check_output("systemctl show -p MemoryMax --value celery-worker@scratch") == str(512 * 1024**2)
+    converge(
+        host,
+        celery_worker_instances=[*instances, {key: value for key, value in scratch.items() if key != "memory_max"}],
+    )
+    assert host.check_output("systemctl show -p MemoryMax --value celery-worker@scratch") == "infinity"
+    assert not host.file("/etc/systemd/system/celery-worker@scratch.service.d/50-reliable-celery-memory.conf").exists
+    assert pids(host) == before, "changing another instance's limits restarted the others"
+
     converge(host, celery_worker_instances=instances)
     for prefix, _suffix in SLOTS:
         service = host.service(f"{prefix}scratch")
