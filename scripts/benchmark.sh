@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Writes docs/benchmarks.md from the four benchmarks, on each supported Debian suite: the restart
+# Writes docs/benchmarks.md from the five benchmarks, on each supported Debian suite: the restart
 # under load on one host (benchmarks/restart_gap.py on the restart scenario's host), and per broker
 # on the chaos scenarios' hosts the stack (benchmarks/stack.py), crash recovery and poison tasks
 # (benchmarks/crash.py) and hung workers with systemd's watchdog, with a 30-minute soak
-# (benchmarks/watchdog.py). A report, not an assertion: figures on a busy machine vary, so this is
-# not part of `make test`. Arguments name the parts to run again, as PART (every suite) or
-# PART:SUITE (restart, stack, crash, watchdog; e.g. stack:trixie); the others come from their last
+# (benchmarks/watchdog.py), and a release's build with pip and with uv in a container of the test-host
+# image (benchmarks/installers.py). A report, not an assertion: figures on a busy machine vary, so this
+# is not part of `make test`. Arguments name the parts to run again, as PART (every suite) or
+# PART:SUITE (restart, stack, crash, watchdog, install; e.g. stack:trixie); the others come from their last
 # report in .cache/benchmarks.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 activate_toolchain
@@ -17,9 +18,9 @@ reports="$REPO_ROOT/.cache/benchmarks"
 mkdir -p "$reports"
 
 parts=("$@")
-((${#parts[@]})) || parts=(restart stack crash watchdog)
+((${#parts[@]})) || parts=(restart stack crash watchdog install)
 for suite in "${TESTHOST_SUITES[@]}"; do
-  for part in restart stack crash watchdog; do
+  for part in restart stack crash watchdog install; do
     report="$reports/$part-$suite.md"
     [[ " ${parts[*]} " == *" $part "* || " ${parts[*]} " == *" $part:$suite "* || ! -f "$report" ]] || continue
     (
@@ -32,6 +33,9 @@ for suite in "${TESTHOST_SUITES[@]}"; do
           && python benchmarks/restart_gap.py --output "$report" || status=$?
         molecule destroy -s restart >/dev/null
         ((status == 0)) || die "the restart benchmark on $suite failed"
+      elif [[ "$part" == install ]]; then
+        log "install benchmark on $suite (a container of the test-host image)"
+        python benchmarks/installers.py --output "$report" || die "the install benchmark on $suite failed"
       else
         log "$part benchmark on $suite (molecule scenarios chaos-redis and chaos-rabbitmq)"
         python "benchmarks/$part.py" --output "$report" || die "the $part benchmark on $suite failed"
@@ -46,7 +50,7 @@ done
   echo "Written by \`make benchmark\`. Figures, not assertions: they vary with the machine and its load."
   echo "The pass/fail proofs are the molecule scenarios (docs/testing.md)."
   for suite in "${TESTHOST_SUITES[@]}"; do
-    for part in restart stack crash watchdog; do
+    for part in restart stack crash watchdog install; do
       [[ -f "$reports/$part-$suite.md" ]] && { echo; cat "$reports/$part-$suite.md"; }
     done
   done

@@ -5,6 +5,7 @@
 #     at versions 1.0.0 and 2.0.0.
 #   django_project: Celery with the Redis extra and the Django project's requirements.txt (its
 #     code is deployed as a directory, not as a wheel).
+# Both hold the uv that celery_base installs (celery_worker_installer uv).
 # Every wheel is pure Python or abi3 (psycopg without [binary] uses Debian's libpq5), so one
 # wheelhouse serves Debian 12's CPython 3.11 and Debian 13's 3.13.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -12,12 +13,13 @@ activate_toolchain
 
 EXAMPLE="${1:-example_app}"
 CELERY_REQUIREMENT="celery[redis]==5.7.0"
+UV_REQUIREMENT="uv==$(sed -n 's/^__celery_base_uv_version: "\(.*\)"$/\1/p' "$REPO_ROOT/roles/celery_base/vars/main.yml")"
 case "$EXAMPLE" in
   example_app | django_project) ;;
   *) die "unknown example '$EXAMPLE': example_app or django_project" ;;
 esac
 SOURCE="$REPO_ROOT/examples/$EXAMPLE"
-digest="$( (cat "${BASH_SOURCE[0]}"; cd "$SOURCE" && find . -type f ! -path '*/build/*' ! -path '*/__pycache__/*' ! -name '*.egg-info' -print0 | sort -z | xargs -0 cat) | sha256sum | cut -c1-12)"
+digest="$( (cat "${BASH_SOURCE[0]}"; echo "$UV_REQUIREMENT"; cd "$SOURCE" && find . -type f ! -path '*/build/*' ! -path '*/__pycache__/*' ! -name '*.egg-info' -print0 | sort -z | xargs -0 cat) | sha256sum | cut -c1-12)"
 prefix="$REPO_ROOT/.cache/${EXAMPLE//_/-}-wheelhouse"
 wheelhouse="$prefix-$digest"
 if [[ -f "$wheelhouse/.complete" ]]; then
@@ -28,7 +30,7 @@ fi
 rm -rf "$wheelhouse" "$prefix"-*
 mkdir -p "$wheelhouse"
 pip_quiet() { pip "$@" --quiet --disable-pip-version-check >&2 2>/dev/null || pip "$@" --disable-pip-version-check >&2; }
-requirements=("$CELERY_REQUIREMENT" "async-timeout>=4.0.3")
+requirements=("$CELERY_REQUIREMENT" "async-timeout>=4.0.3" "$UV_REQUIREMENT")
 [[ "$EXAMPLE" == django_project ]] && requirements+=(-r "$SOURCE/requirements.txt")
 pip_quiet download --dest "$wheelhouse" --only-binary=:all: \
   --python-version 3.11 --implementation cp --abi cp311 \

@@ -1,7 +1,8 @@
 # Copyright: reliable.celery maintainers
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters of celery_base's virtualenv releases: which releases to prune, which wheels of a
-wheelhouse cannot install on the hosts' Python, and URL credentials masked in pip's output."""
+wheelhouse cannot install on the hosts' Python, the commands that build a release with pip or uv,
+and URL credentials masked in the installer's output."""
 
 from __future__ import annotations
 
@@ -93,6 +94,52 @@ def wheel_mismatches(filenames, python_version, machine):
     return sorted(refused)
 
 
+INSTALLERS = ("pip", "uv")
+
+
+def release_install_commands(installer, build, uv_version, variable):
+    """The commands that build a release with INSTALLER (``pip`` or ``uv``), as
+    ``{"installer": [{"argv", "creates"}], "venv": argv, "install": argv, "leftovers": paths}``.
+
+    BUILD holds the paths: ``python`` (the host's), ``install_dir``, ``release_dir``, ``build_dir``
+    (holding install.txt, what to install) and ``wheelhouse`` (on the controller, or empty; copied
+    to BUILD_DIR/wheelhouse, it is the only source). uv is installed once per version, into
+    INSTALL_DIR/installers/uv-VERSION, by pip from the same source as the release: a wheelhouse
+    must hold its wheel. uv creates a virtualenv without pip and compiles the bytecode as pip
+    does; it reads the system's CA certificates, as Debian's pip does, and copies files into the
+    release, which never shares them with its cache. The LEFTOVERS are what uv leaves in the release
+    and the build removes: a lock file anyone may write (0666) and the marks of a cache directory
+    (CACHEDIR.TAG, which backup tools skip, and .gitignore).
+    """
+    if installer not in INSTALLERS:
+        raise AnsibleFilterError(f"{variable} must be one of {', '.join(INSTALLERS)}, got {installer!r}")
+    python, release_dir, build_dir = build["python"], build["release_dir"], build["build_dir"]
+    sources = ["--no-index", "--find-links", f"{build_dir}/wheelhouse"] if build["wheelhouse"] else []
+    requirements = ["-r", f"{build_dir}/install.txt"]
+    pip_install = ["install", "--no-input", "--disable-pip-version-check", *sources]
+    if installer == "pip":
+        return {
+            "installer": [],
+            "venv": [python, "-m", "venv", release_dir],
+            "install": [f"{release_dir}/bin/pip", *pip_install, *requirements],
+            "leftovers": [],
+        }
+    uv_dir = f"{build['install_dir']}/installers/uv-{uv_version}"
+    uv = f"{uv_dir}/bin/uv"
+    return {
+        "installer": [
+            {"argv": [python, "-m", "venv", uv_dir], "creates": f"{uv_dir}/bin/python"},
+            {"argv": [f"{uv_dir}/bin/pip", *pip_install, f"uv=={uv_version}"], "creates": uv},
+        ],
+        "venv": [uv, "venv", "--quiet", "--no-python-downloads", "--python", python, release_dir],
+        "install": [
+            *(uv, "pip", "install", "--no-progress", "--system-certs", "--compile-bytecode", "--link-mode", "copy"),
+            *("--python", f"{release_dir}/bin/python", *sources, *requirements),
+        ],
+        "leftovers": [f"{release_dir}/{name}" for name in (".lock", "CACHEDIR.TAG", ".gitignore")],
+    }
+
+
 def redact_urls(text):
     """TEXT with the user information of every URL (``https://user:token@host``) replaced by ``****``."""
     return _URL_USERINFO.sub(r"\g<scheme>****@", str(text))
@@ -100,4 +147,9 @@ def redact_urls(text):
 
 class FilterModule:
     def filters(self):
-        return {"release_prune": release_prune, "wheel_mismatches": wheel_mismatches, "redact_urls": redact_urls}
+        return {
+            "release_prune": release_prune,
+            "wheel_mismatches": wheel_mismatches,
+            "release_install_commands": release_install_commands,
+            "redact_urls": redact_urls,
+        }

@@ -124,6 +124,11 @@ CASES = {
         {"celery_worker_app_path": "/home/deploy/app"},
         "celery_worker_app_path must be an absolute, normalised path",
     ),
+    "an unknown installer": ({"celery_worker_installer": "conda"}, "celery_worker_installer must be one of: pip, uv"),
+    "uv with a wheelhouse that lacks it": (
+        {"celery_worker_installer": "uv", "celery_worker_app_wheelhouse": str(Path(__file__).parent)},
+        "celery_worker_installer uv is installed from the wheelhouse",
+    ),
     "an app directory that is missing on the host": (
         {"celery_worker_app_path": "/srv/no-such-app/releases/1"},
         "celery_worker_app_path: /srv/no-such-app/releases/1 is not a directory on this host",

@@ -12,7 +12,12 @@ from pathlib import Path
 from conftest import run_playbook, scenario_file
 
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).parents[3]))
-APP = {"celery_worker_app_packages": ["reliable-celery-example"], "celery_worker_restart_on_change": False}
+# pip, whose messages the refusal test reads; its wheelhouses hold no uv (the scenario's installer).
+APP = {
+    "celery_worker_app_packages": ["reliable-celery-example"],
+    "celery_worker_restart_on_change": False,
+    "celery_worker_installer": "pip",
+}
 # A wheel that pip on the controller compiled for its own Python (a package the app does not need).
 COMPILED = "PyYAML==6.0.2"
 

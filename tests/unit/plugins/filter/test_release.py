@@ -2,7 +2,12 @@ from __future__ import annotations
 
 import pytest
 from ansible.errors import AnsibleFilterError
-from ansible_collections.reliable.celery.plugins.filter.release import redact_urls, release_prune, wheel_mismatches
+from ansible_collections.reliable.celery.plugins.filter.release import (
+    redact_urls,
+    release_install_commands,
+    release_prune,
+    wheel_mismatches,
+)
 
 RELEASES = "/opt/celery/releases"
 
@@ -99,3 +104,69 @@ def test_credentials_in_urls_are_masked_and_the_rest_kept() -> None:
         "ERROR: Could not find a version (from https://****@pkgs.example.com/simple/app/)\n"
         "Looking in indexes: https://****@pypi.example.com/simple, https://pypi.org/simple"
     )
+
+
+RELEASE = "/opt/celery/releases/0f1e2d3c4b5a6978"
+BUILD = "/opt/celery/.build-0f1e2d3c4b5a6978"
+
+
+def commands(installer: str, wheelhouse: str = "") -> dict:
+    build = {
+        "python": "/usr/bin/python3",
+        "install_dir": "/opt/celery",
+        "release_dir": RELEASE,
+        "build_dir": BUILD,
+        "wheelhouse": wheelhouse,
+    }
+    return release_install_commands(installer, build, "0.13.9", "celery_worker_installer")
+
+
+def test_pip_builds_in_a_stdlib_virtualenv_with_nothing_to_install_first() -> None:
+    assert commands("pip") == {
+        "installer": [],
+        "venv": ["/usr/bin/python3", "-m", "venv", RELEASE],
+        "install": [
+            f"{RELEASE}/bin/pip",
+            "install",
+            "--no-input",
+            "--disable-pip-version-check",
+            "-r",
+            f"{BUILD}/install.txt",
+        ],
+        "leftovers": [],
+    }
+
+
+def test_uv_is_installed_once_per_version_beside_the_releases_and_builds_with_the_hosts_python() -> None:
+    built = commands("uv")
+    uv = "/opt/celery/installers/uv-0.13.9/bin/uv"
+    assert [step["creates"] for step in built["installer"]] == ["/opt/celery/installers/uv-0.13.9/bin/python", uv]
+    assert built["installer"][1]["argv"][-1] == "uv==0.13.9"
+    assert built["venv"] == [uv, "venv", "--quiet", "--no-python-downloads", "--python", "/usr/bin/python3", RELEASE]
+    install = built["install"]
+    assert install[:3] == [uv, "pip", "install"]
+    assert install[install.index("--python") + 1] == f"{RELEASE}/bin/python"
+    # Bytecode as pip writes it (the service user cannot write it), the system's CAs, files of the release's own.
+    assert {"--compile-bytecode", "--system-certs"} <= set(install)
+    assert install[install.index("--link-mode") + 1] == "copy"
+    assert install[-2:] == ["-r", f"{BUILD}/install.txt"]
+    # uv's world-writable lock file and its marks of a cache directory (which backup tools skip).
+    assert built["leftovers"] == [f"{RELEASE}/.lock", f"{RELEASE}/CACHEDIR.TAG", f"{RELEASE}/.gitignore"]
+
+
+@pytest.mark.parametrize("installer", ["pip", "uv"])
+def test_a_wheelhouse_is_the_only_source_of_the_release_and_of_uv(installer: str) -> None:
+    built = commands(installer, wheelhouse="/srv/wheelhouse")
+    offline = ["--no-index", "--find-links", f"{BUILD}/wheelhouse"]
+    for argv in [built["install"]] + [step["argv"] for step in built["installer"] if "pip" in step["argv"][0]]:
+        assert any(argv[i : i + 3] == offline for i in range(len(argv))), argv
+
+
+def test_an_unknown_installer_is_refused_naming_the_variable_and_the_choices() -> None:
+    with pytest.raises(AnsibleFilterError, match="celery_worker_installer must be one of pip, uv, got 'conda'"):
+        commands("conda")
+
+
+def test_uvs_manylinux_wheel_fits_the_hosts() -> None:
+    wheel = "uv-0.13.9-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+    assert wheel_mismatches([f"/w/{wheel}"], "3.11.2", "x86_64") == []
