@@ -133,11 +133,11 @@ class Fleet:
         result = run_playbook(
             scenario_file("converge.yml"), "--limit", name, extra_vars={"celery_worker_environment": environment}
         )
-        assert result.returncode == 0, result.stdout[-4000:]
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 
     def restart_playbook(self, _name: str, fault: Fault) -> None:
         result = run_playbook(REPO / "playbooks" / "restart.yml")
-        assert result.returncode == 0, result.stdout[-4000:]
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 
     def kill_main(self, name: str, fault: Fault) -> None:
         fault.pid = main_pid(self.workers[name], current_unit(self.workers[name], INSTANCE))
