@@ -6,7 +6,7 @@
 #   django_project: Celery with the Redis extra and the Django project's requirements.txt (its
 #     code is deployed as a directory, not as a wheel).
 # Both hold the uv that celery_base installs (celery_worker_installer uv).
-# Every wheel is pure Python or abi3 (psycopg without [binary] uses Debian's libpq5), so one
+# Every wheel is pure Python, abi3 or (uv) Python-independent (psycopg without [binary] uses Debian's libpq5), so one
 # wheelhouse serves Debian 12's CPython 3.11 and Debian 13's 3.13.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 activate_toolchain
