@@ -23,8 +23,9 @@ demo: setup
 demo-down: venv
 	@scripts/demo.sh down
 
-# The steps of `make test`, in order; scripts/test.sh runs each as `make STEP` and times it.
-TEST_STEPS := setup yamllint ansible-lint ruff changelog-lint sanity unit argument-specs build molecule
+# The steps of `make test`, in order; scripts/test.sh runs each as `make STEP` and times it,
+# molecule in the background beside the steps after it.
+TEST_STEPS := setup molecule yamllint ansible-lint ruff changelog-lint sanity unit argument-specs build
 
 test:
 	@scripts/test.sh $(TEST_STEPS)
