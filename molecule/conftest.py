@@ -188,8 +188,13 @@ def run_with_output(host, command: str, what: str):
     path = f"/root/test-output-{uuid.uuid4().hex}"
     result = host.run(f"{command} > {path}")
     try:
-        output = wait_for(lambda: result.rc != 0 or host.run(f"cat {path}").stdout.strip(), 10, f"{what} in {path}")
-        return result, output if isinstance(output, str) else ""
+        if result.rc != 0:
+            return result, ""
+
+        def written() -> str:
+            return host.run(f"cat {path}").stdout.strip()
+
+        return result, wait_for(written, 10, f"{what} in {path}")
     finally:
         host.run(f"rm -f {path}")
 

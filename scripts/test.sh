@@ -15,13 +15,9 @@ failed=0
 report=()
 # record STEP STATUS START: a line of the table.
 record() {
-  if (($2 == 0)); then
-    passed=$((passed + 1))
-    report+=("$(printf '%-16s ok    %4d s' "$1" $((SECONDS - $3)))")
-  else
-    failed=$((failed + 1))
-    report+=("$(printf '%-16s FAIL  %4d s' "$1" $((SECONDS - $3)))")
-  fi
+  local result=ok
+  if (($2 == 0)); then passed=$((passed + 1)); else failed=$((failed + 1)) result=FAIL; fi
+  report+=("$(printf '%-16s %-5s %4d s' "$1" "$result" $((SECONDS - $3)))")
 }
 run_step() {
   local jobs=1
