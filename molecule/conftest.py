@@ -33,9 +33,9 @@ def journal(host, unit: str, lines: int = 50) -> str:
 
 def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
     """Poll `condition` until it returns something truthy; fail naming `what` after `timeout` s.
-    Each poll of a test host is a `docker exec` costing about 60 ms of CPU outside the host: polling
-    faster would take a core from the scenarios running beside it. Times the tests assert on come
-    from the hosts' own records, not from when a poll saw them."""
+    Each poll of a test host is a command through its channel (scripts/testhost-docker/docker), about
+    45 ms of CPU: polling faster would take a core from the scenarios running beside it. Times the
+    tests assert on come from the hosts' own records, not from when a poll saw them."""
     deadline = time.monotonic() + timeout
     while True:
         result = condition()

@@ -35,7 +35,8 @@ activate_toolchain() {
   mkdir -p "$ANSIBLE_HOME/collections/ansible_collections/reliable"
   ln -sfn ../../../../.. "$ANSIBLE_HOME/collections/ansible_collections/reliable/celery"
   export VIRTUAL_ENV="$venv"
-  export PATH="$venv/bin:$PATH"
+  # Before them, a `docker` whose `docker exec` into a test host goes through one channel per host.
+  export PATH="$REPO_ROOT/scripts/testhost-docker:$venv/bin:$PATH"
   export ANSIBLE_COLLECTIONS_PATH="$ANSIBLE_HOME/collections:$venv/collections"
   export ANSIBLE_ROLES_PATH="$REPO_ROOT/roles"
   export ANSIBLE_PIPELINING=True
