@@ -102,14 +102,21 @@ def test_other_commands_and_a_host_without_channel_go_to_the_real_docker(docker)
     assert docker.daemons() == []
 
 
+def children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=True)
+    return [int(child) for child in found.stdout.split()]
+
+
 def test_a_command_whose_host_dies_under_it_fails_and_the_next_gets_a_new_channel(docker) -> None:
     assert docker.run("exec", "host", "true").returncode == 0
     [first] = docker.daemons()
     running = docker.start("exec", "host", "sleep", "30")
     time.sleep(1)
-    # The host's end of the channel: with the stand-in, the daemon's child.
-    [server] = subprocess.run(["pgrep", "-P", str(first)], capture_output=True, text=True, check=True).stdout.split()
-    os.kill(int(server), signal.SIGKILL)
+    # The host dies: with the stand-in, the daemon's child (the channel's end) and the command it runs.
+    [server] = children(first)
+    [command] = children(server)
+    os.kill(server, signal.SIGKILL)
+    os.kill(command, signal.SIGKILL)
     assert running.wait(timeout=30) == 137
     assert b"the test host stopped" in running.stderr.read()
     assert docker.run("exec", "host", "echo", "again").stdout == b"again\n"
