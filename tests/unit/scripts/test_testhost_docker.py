@@ -123,9 +123,20 @@ def test_a_command_whose_host_dies_under_it_fails_and_the_next_gets_a_new_channe
     assert docker.daemons() not in ([], [first])
 
 
+def ended(pid: int) -> bool:
+    """Whether PID has exited (a zombie has: its socket is closed), whoever reaps it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def test_a_socket_left_by_a_killed_daemon_is_replaced(docker) -> None:
     assert docker.run("exec", "host", "true").returncode == 0
     [first] = docker.daemons()
     os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while not ended(first) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert docker.run("exec", "host", "echo", "again").stdout == b"again\n"
     assert docker.daemons() not in ([], [first])
