@@ -6,7 +6,7 @@ problem a message naming the variable to change."""
 
 from __future__ import annotations
 
-from ansible_collections.reliable.celery.plugins.plugin_utils.problems import problems
+from ansible_collections.reliable.celery.plugins.plugin_utils.problems import app_source_problem, problems
 from ansible_collections.reliable.celery.plugins.test.object_path import object_path
 
 # Set by the role from its own variables (the schedule file is in the StateDirectory).
@@ -24,18 +24,18 @@ def _hosts_problem(found):
     )
 
 
-def _app_problem(found):
-    if (
-        object_path(found["app"])
-        and (found["app_packages"] or found["app_requirements_file"] or found["app_path"])
-        and object_path(found["scheduler"])
-    ):
+def _app_path_problem(found):
+    if object_path(found["app"]):
+        return None
+    return f"celery_beat_app must be PACKAGE.MODULE:ATTRIBUTE (for example proj.celery:app), got '{found['app']}'."
+
+
+def _scheduler_problem(found):
+    if object_path(found["scheduler"]):
         return None
     return (
-        f"celery_beat_app must be PACKAGE.MODULE:ATTRIBUTE (for example proj.celery:app), got '{found['app']}';"
-        " celery_beat_app_packages, celery_beat_app_requirements_file or celery_beat_app_path must name the app to"
-        " install or the directory of its code; celery_beat_scheduler must be PACKAGE.MODULE:CLASS (for example"
-        f" celery.beat:PersistentScheduler), got '{found['scheduler']}'."
+        "celery_beat_scheduler must be PACKAGE.MODULE:CLASS (for example celery.beat:PersistentScheduler),"
+        f" got '{found['scheduler']}'."
     )
 
 
@@ -53,7 +53,14 @@ def beat_input_problems(found):
     """The problems of beat's play and variables, FOUND as the role gathers them (tasks/preflight.yml): a play of
     more than one host, the app and where it comes from, the scheduler, settings the role sets itself. An empty
     list: none."""
-    return problems("beat_input_problems", "beat's variables", found, (_hosts_problem, _app_problem, _settings_problem))
+    checks = (
+        _hosts_problem,
+        _app_path_problem,
+        lambda found: app_source_problem("celery_beat", found),
+        _scheduler_problem,
+        _settings_problem,
+    )
+    return problems("beat_input_problems", "beat's variables", found, checks)
 
 
 class FilterModule:

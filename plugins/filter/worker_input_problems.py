@@ -7,7 +7,7 @@ problem a message naming the variable to change."""
 from __future__ import annotations
 
 from ansible.module_utils.parsing.convert_bool import boolean
-from ansible_collections.reliable.celery.plugins.plugin_utils.problems import problems
+from ansible_collections.reliable.celery.plugins.plugin_utils.problems import app_source_problem, problems
 
 # Set by the role (celery_worker_broker_url, celery_worker_result_backend, the per-instance state db,
 # celery_worker_redis_leases, celery_worker_max_unfinished_runs): never in celery_worker_settings.
@@ -29,15 +29,6 @@ def _number(value):
             return int(float(value))
         except (TypeError, ValueError):
             return 0
-
-
-def _app_problem(found):
-    if found["app_packages"] or found["app_requirements_file"] or found["app_path"]:
-        return None
-    return (
-        "celery_worker_app_packages, celery_worker_app_requirements_file or celery_worker_app_path must name the app"
-        " to install or the directory of its code."
-    )
 
 
 def _dead_letter_problem(found):
@@ -98,7 +89,7 @@ def worker_input_problems(found):
         "worker_input_problems",
         "the worker's variables",
         found,
-        (_app_problem, _dead_letter_problem, _settings_problem),
+        (lambda found: app_source_problem("celery_worker", found), _dead_letter_problem, _settings_problem),
     )
 
 

@@ -26,3 +26,13 @@ def problems(name, what, found, checks):
         # Not chained: Ansible shows the cause's message, which may hold the value (int('secret')).
         raise AnsibleFilterError(f"{name}: not {what}: a value of the wrong type ({type(error).__name__})") from None
     return messages
+
+
+def app_source_problem(prefix, found):
+    """A worker's or beat's app must come from somewhere: packages, a requirements file or a directory of code."""
+    if found["app_packages"] or found["app_requirements_file"] or found["app_path"]:
+        return None
+    return (
+        f"{prefix}_app_packages, {prefix}_app_requirements_file or {prefix}_app_path must name the app to install or"
+        " the directory of its code."
+    )

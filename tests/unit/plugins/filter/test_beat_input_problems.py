@@ -33,14 +33,21 @@ def test_a_play_of_two_hosts_is_refused_naming_them() -> None:
 
 
 @pytest.mark.parametrize(
-    "found",
-    [{"app": "proj/celery.py"}, {"app_packages": []}, {"scheduler": "django_celery_beat.schedulers"}],
+    ("found", "expected"),
+    [
+        ({"app": "proj/celery.py"}, "celery_beat_app must be PACKAGE.MODULE:ATTRIBUTE (for example proj.celery:app)"),
+        ({"app_packages": []}, "celery_beat_app_packages, celery_beat_app_requirements_file or celery_beat_app_path"),
+        ({"scheduler": "django_celery_beat.schedulers"}, "celery_beat_scheduler must be PACKAGE.MODULE:CLASS"),
+    ],
     ids=["app", "no app to install", "scheduler"],
 )
-def test_the_app_where_it_comes_from_and_the_scheduler_share_one_message(found: dict) -> None:
+def test_the_app_where_it_comes_from_and_the_scheduler_each_name_their_variable(found: dict, expected: str) -> None:
     (message,) = problems(**found)
-    assert message.startswith("celery_beat_app must be PACKAGE.MODULE:ATTRIBUTE (for example proj.celery:app), got '")
-    assert message.endswith(f"got '{found.get('scheduler', FOUND['scheduler'])}'.")
+    assert message.startswith(expected)
+
+
+def test_every_problem_of_the_app_is_named_at_once() -> None:
+    assert len(problems(app="proj/celery.py", app_packages=[], scheduler="x")) == 3
 
 
 def test_settings_the_role_sets_are_refused() -> None:
