@@ -4,32 +4,23 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tarfile
 import tempfile
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
+from ansible_collections.reliable.celery.plugins.module_utils._wheelhouse import file_sha256
 
 MODULE = "reliable.celery.copy_wheelhouse"
-CHUNK = 1 << 20
 
 
 def wheelhouse_files(src):
     """The regular files directly in SRC (symbolic links followed), by name, with each one's SHA-256."""
     if not os.path.isdir(src):
         raise AnsibleActionFail("copy_wheelhouse: src %s is no directory on the controller" % src)
-    files = {}
-    for entry in sorted(os.scandir(src), key=lambda entry: entry.name):
-        if entry.name.startswith(".") or not entry.is_file():
-            continue
-        digest = hashlib.sha256()
-        with open(entry.path, "rb") as handle:
-            for block in iter(lambda: handle.read(CHUNK), b""):
-                digest.update(block)
-        files[entry.name] = digest.hexdigest()
-    return files
+    entries = sorted(os.scandir(src), key=lambda entry: entry.name)
+    return {entry.name: file_sha256(entry.path) for entry in entries if entry.is_file() and entry.name[0] != "."}
 
 
 def write_archive(src, names, archive):

@@ -104,22 +104,12 @@ removed:
   elements: str
 """
 
-import functools
-import hashlib
 import os
+import shutil
 import tarfile
 
 from ansible.module_utils.basic import AnsibleModule
-
-CHUNK = 1 << 20
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from ansible_collections.reliable.celery.plugins.module_utils._wheelhouse import file_sha256
 
 
 def host_files(dest):
@@ -140,7 +130,7 @@ def differences(dest, wheels):
     missing = sorted(
         name
         for name, checksum in wheels.items()
-        if name not in present or os.path.islink(present[name]) or sha256_of(present[name]) != checksum
+        if name not in present or os.path.islink(present[name]) or file_sha256(present[name]) != checksum
     )
     return missing, stale
 
@@ -155,13 +145,9 @@ def unpack(module, archive, dest, names, wheels):
                 module.fail_json(msg="the wheelhouse archive holds %r, which is no plain file name" % member.name)
             target = os.path.join(dest, member.name)
             partial = os.path.join(dest, ".%s.partial" % member.name)
-            digest = hashlib.sha256()
-            read = functools.partial(tar.extractfile(member).read, CHUNK)
             with open(partial, "wb") as handle:
-                for block in iter(read, b""):
-                    digest.update(block)
-                    handle.write(block)
-            if digest.hexdigest() != wheels[member.name]:
+                shutil.copyfileobj(tar.extractfile(member), handle)
+            if file_sha256(partial) != wheels[member.name]:
                 os.unlink(partial)
                 module.fail_json(msg="%s changed on the controller while it was sent; run again" % member.name)
             if os.path.islink(target):
