@@ -60,7 +60,8 @@ def send(host: str, tasks: list[tuple[str, list]]) -> list[str]:
 
 def events(host: str) -> list[dict]:
     text = on_host(host, ["sh", "-c", f"cat {EVENTS} 2>/dev/null || true"])
-    return [json.loads(line) for line in text.splitlines()]
+    # Less the start canaries, which a starting worker runs before it consumes its queues.
+    return [event for event in map(json.loads, text.splitlines()) if not event["id"].startswith("start-canary-")]
 
 
 def clear_events(host: str) -> None:

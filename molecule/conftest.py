@@ -17,6 +17,8 @@ import pytest
 import testinfra
 
 T = TypeVar("T")
+# The task ids of the start canaries (roles/celery_base/files/reliable_celery_app.py).
+START_CANARY_PREFIX = "start-canary-"
 
 
 def unit_properties(host, unit: str, *names: str) -> dict[str, str]:
@@ -273,9 +275,11 @@ def send_tasks(host, tasks: list[tuple]) -> list[str]:
 
 
 def task_events(host, instance: str = "default") -> list[dict]:
-    """The example app's independent record of task starts and ends (EXAMPLE_TASK_EVENTS=1)."""
+    """The example app's independent record of task starts and ends (EXAMPLE_TASK_EVENTS=1), less the start
+    canaries each worker runs before it consumes its queues."""
     events = host.file(f"/var/lib/celery/worker-{instance}/task-events.jsonl")
-    return [json.loads(line) for line in events.content_string.splitlines()] if events.exists else []
+    lines = events.content_string.splitlines() if events.exists else []
+    return [event for event in map(json.loads, lines) if not event["id"].startswith(START_CANARY_PREFIX)]
 
 
 def starts_and_ends(events: list[dict], task_ids: list[str]) -> dict[str, dict[str, list[dict]]]:

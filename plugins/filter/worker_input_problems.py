@@ -17,6 +17,7 @@ REFUSED_SETTINGS = (
     "worker_state_db",
     "reliable_celery_leases",
     "reliable_celery_poison",
+    "reliable_celery_start_canary",
 )
 
 
@@ -82,14 +83,34 @@ def _settings_problem(found):
     )
 
 
+def _start_canary_problem(found):
+    """The start canary must be decided before celery_worker_restart gives up waiting for the worker."""
+    task, seconds, ready_timeout = found["start_canary_task"], found["start_canary_seconds"], found["ready_timeout"]
+    if not seconds:
+        return None
+    if not isinstance(task, str) or not task.strip():
+        return f"celery_worker_start_canary_task must name a task of the app (a non-empty string), got '{task}'."
+    if seconds >= ready_timeout:
+        return (
+            f"celery_worker_start_canary_seconds must be 0 (no start canary) or less than"
+            f" celery_worker_ready_timeout_seconds ({ready_timeout}), got {seconds}."
+        )
+    return None
+
+
 def worker_input_problems(found):
     """The problems of the worker's variables, FOUND as the role gathers them (tasks/preflight.yml): where the app
-    comes from, the dead-letter queue and the reliable-delivery settings. An empty list: none."""
+    comes from, the dead-letter queue, the start canary and the reliable-delivery settings. An empty list: none."""
     return problems(
         "worker_input_problems",
         "the worker's variables",
         found,
-        (lambda found: app_source_problem("celery_worker", found), _dead_letter_problem, _settings_problem),
+        (
+            lambda found: app_source_problem("celery_worker", found),
+            _dead_letter_problem,
+            _start_canary_problem,
+            _settings_problem,
+        ),
     )
 
 

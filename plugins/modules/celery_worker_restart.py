@@ -243,6 +243,12 @@ leases:
   returned: always
   type: str
   sample: "on"
+start_canary_seconds:
+  description: With O(readiness=marker), how long the ready process's start canary took from its send until its
+    task had run (the worker consumed its queues only then); null without a start canary or when it was not read.
+  returned: always
+  type: float
+  sample: 0.4
 stale:
   description: With O(state=started) and O(generation), whether the running worker runs another generation than
     O(generation) (the module leaves it running; the caller restarts it).
@@ -263,6 +269,8 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.reliable.celery.plugins.module_utils import _rollback, _systemd
 
 POLL_SECONDS = 0.2
+# What the worker logs when its start canary failed (roles/celery_base/files/reliable_celery_app.py).
+START_CANARY_LOG = "start canary: "
 # After SIGKILL, the time the kernel and systemd get to reap the unit's processes.
 KILL_GRACE_SECONDS = 10.0
 RUNTIME_ROOT = "/run"
@@ -335,6 +343,12 @@ def read_marker(path):
     return record if isinstance(record, dict) else {}
 
 
+def start_canary_failure(journal):
+    """From a worker's journal, why its start canary failed (its last "start canary:" line) as ": WHY", else ""."""
+    lines = [line.partition(START_CANARY_LOG)[2] for line in journal.splitlines() if START_CANARY_LOG in line]
+    return ": its start canary failed: " + lines[-1].strip().rstrip(".") if lines else ""
+
+
 def runs_new_process(state, old_pid):
     """Whether the unit is active with a main process other than ``old_pid``."""
     return state.main_pid not in (None, old_pid) and state.active_state == "active"
@@ -361,6 +375,7 @@ class WorkerRestart:
             generation=None,
             stale=False,
             leases=None,
+            start_canary_seconds=None,
             rolled_back=False,
         )
 
@@ -755,6 +770,12 @@ class WorkerRestart:
         started = time.monotonic()
         deadline = started + self.params["ready_timeout"]
         while not ready(pid):
+            if not process_running(pid) and not ready(pid):
+                journal = self.journal(unit)
+                raise RestartFailed(
+                    "%s (main pid %d) ended before it reported ready%s. Journal:\n%s"
+                    % (unit, pid, start_canary_failure(journal), journal)
+                )
             if time.monotonic() > deadline:
                 raise RestartFailed(
                     "%s (main pid %d) did not report ready (readiness=%s) within %.0f s (ready_timeout). Journal:\n%s"
@@ -788,6 +809,7 @@ class WorkerRestart:
             if record.get("pid") != pid:
                 return False
             self.result["leases"] = record.get("leases")
+            self.result["start_canary_seconds"] = record.get("start_canary_seconds")
             return True
 
         return marker_names

@@ -17,6 +17,7 @@ AS_STRINGS = {
     "celery_worker_redis_lease_seconds": "60",
     "celery_worker_max_unfinished_runs": "3",
     "celery_worker_ready_timeout_seconds": "120",
+    "celery_worker_start_canary_seconds": "30",
     "celery_worker_releases_to_keep": "3",
 }
 

@@ -36,7 +36,7 @@ def test_running_worker_reports_the_reliable_delivery_settings(host, hostname: s
     assert conf["worker_prefetch_multiplier"] == 1
     assert conf["broker_connection_retry_on_startup"] is True
     assert conf["worker_cancel_long_running_tasks_on_connection_loss"] is False
-    assert conf["worker_direct"] is True  # the watchdog's canary goes through the node's own queue
+    assert conf["worker_direct"] is True  # the canaries go through the node's own queue
     assert conf["broker_transport_options"] == {
         "visibility_timeout": LEASE_SECONDS,
         "unacked_restore_interval": 5,
@@ -44,7 +44,7 @@ def test_running_worker_reports_the_reliable_delivery_settings(host, hostname: s
         "unacked_mutex_expire": 5,
     }
     assert conf["result_backend_transport_options"] == {"visibility_timeout": VISIBILITY_TIMEOUT}
-    wrapper_entries = {"reliable_celery_leases", "reliable_celery_poison"}
+    wrapper_entries = {"reliable_celery_leases", "reliable_celery_poison", "reliable_celery_start_canary"}
     assert not wrapper_entries & set(conf), "the wrapper's own entries reached Celery's settings"
 
 
@@ -73,7 +73,7 @@ def test_consumer_prefetches_one_message_per_process(host, hostname: str, instan
 
 @pytest.mark.parametrize(("instance", "queues"), [("default", {"celery"}), ("reports", {"reports", "slow"})])
 def test_each_instance_consumes_only_its_own_queues(host, hostname: str, instance: str, queues: set[str]) -> None:
-    """And its node's own queue (worker_direct), through which the watchdog's canary comes back."""
+    """And its node's own queue (worker_direct), through which the start canary and the watchdog's go."""
     active = inspect(host, instance, hostname, "active_queues")
     assert {queue["name"] for queue in active} == {*queues, f"{current_node(host, instance)}.dq2"}
 

@@ -248,6 +248,33 @@ def test_restart_playbook_rolls_every_worker_host_by_host(fleet) -> None:
     assert result["result"] == 3
 
 
+def test_a_release_whose_start_canary_fails_stops_the_roll_on_the_first_host(fleet) -> None:
+    """site.yml rolls the workers one host at a time: the first host's handover fails with its old slot consuming,
+    and the second host is not touched."""
+
+    def running(name: str) -> tuple[str, int]:
+        unit = current_unit(fleet[name], "default")
+        return unit, main_pid(fleet[name], unit)
+
+    before = {name: running(name) for name in (WORKER1, WORKER2)}
+    settings = {name: fingerprint(fleet[name], "/etc/celery") for name in (WORKER1, WORKER2)}
+    result = run_playbook(scenario_file("converge.yml"), extra_vars={"celery_worker_start_canary_task": "example.fail"})
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output[-5000:]
+    assert f"failed: [{WORKER1}] (item=default " in output, output[-5000:]
+    assert "its start canary failed: example.fail failed (RuntimeError: example failure)" in output, output[-5000:]
+    assert {name: running(name) for name in (WORKER1, WORKER2)} == before
+    assert fingerprint(fleet[WORKER2], "/etc/celery") == settings[WORKER2], "worker2 was rolled"
+    ids = send_tasks(fleet[WORKER1], [("example.whoami", [], "celery")] * 4)
+    assert {ran["node"] for ran in task_results(fleet[WORKER1], ids)} <= {
+        current_node(fleet[WORKER1], "default"),
+        current_node(fleet[WORKER2], "default"),
+    }
+
+    result = run_playbook(scenario_file("converge.yml"))
+    assert result.returncode == 0, result.stdout[-5000:]
+
+
 # The processes of the collection's service users (celery for workers and beat, celery-flower).
 SERVICE_PIDS = "ps -eo pid=,user:32= | awk '$2 ~ /^celery(-flower)?$/ {print $1}'"
 

@@ -34,9 +34,14 @@ The units run ``celery -A reliable_celery_app worker|beat|flower``. This module:
   (``EXTEND_TIMEOUT_USEC``) to wait for them until each is past its hard time limit (its own, else
   the longest task's of the settings, ``reliable_celery_stop``) and the stop timeout beyond, and
   writes that deadline to ``$RUNTIME_DIRECTORY/stop-deadline`` for celery_worker_restart's drains;
+- when the settings ask for it (``reliable_celery_start_canary``), consumes only its own node's queue
+  (``worker_direct``) at start until a canary task sent there has run in its pool; then it consumes every
+  queue and is ready; a canary that fails or does not finish in time ends the process (exit 1) before it
+  consumed any of its queues, and its predecessor in a handover goes on consuming;
 - writes ``$RUNTIME_DIRECTORY/ready`` (the pid, node name, time, the generation it started with,
-  ``RELIABLE_CELERY_GENERATION`` from its environment file, and whether leases are on) when the
-  worker is ready to consume, and sends ``READY=1`` to ``$NOTIFY_SOCKET`` when systemd provides one.
+  ``RELIABLE_CELERY_GENERATION`` from its environment file, whether leases are on, and the start canary's
+  seconds) when the worker is ready to consume, and sends ``READY=1`` to ``$NOTIFY_SOCKET`` when systemd
+  provides one.
 """
 
 from __future__ import annotations
@@ -58,7 +63,14 @@ import reliable_celery_leases
 import reliable_celery_poison
 from celery import Celery, bootsteps
 from celery.concurrency.asynpool import AsynPool
-from celery.signals import celeryd_after_setup, task_received, worker_ready, worker_shutting_down
+from celery.signals import (
+    celeryd_after_setup,
+    task_failure,
+    task_received,
+    task_success,
+    worker_ready,
+    worker_shutting_down,
+)
 from celery.utils.nodenames import worker_direct
 from celery.worker import state as worker_state
 
@@ -85,6 +97,14 @@ POISON_SETTING = "reliable_celery_poison"
 # The settings' entry for stops: {"max_task_seconds": N, "stop_timeout_seconds": S}; absent: systemd's
 # TimeoutStopSec alone bounds a stop.
 STOP_SETTING = "reliable_celery_stop"
+# The settings' entry for the start canary: {"task": NAME, "seconds": N}; absent: a worker is ready once it consumes.
+START_CANARY_SETTING = "reliable_celery_start_canary"
+# The built-in start canary: a task of this module that any release can run.
+START_CANARY_TASK = "reliable_celery.start_canary"
+# A start canary's task id begins so: the pool process that runs it records its outcome.
+START_CANARY_PREFIX = "start-canary-"
+START_CANARY_RECORD = "start-canary"
+START_CANARY_CHECK_SECONDS = 0.1
 # How often a stopping worker tells systemd again how long its tasks may still take: often enough that a
 # task that starts meanwhile (one handed to the pool just before the stop) is counted well in time.
 STOP_EXTEND_SECONDS = 2
@@ -149,6 +169,7 @@ _conf = _settings()
 LEASE_MODE = _lease_mode(_conf)
 POISON = _conf.pop(POISON_SETTING, None)
 STOP = _conf.pop(STOP_SETTING, None)
+START_CANARY = _conf.pop(START_CANARY_SETTING, None)
 app.conf.update(_conf)
 _leases = reliable_celery_leases.Leases(app.conf.broker_transport_options.get("visibility_timeout", 3600))
 
@@ -440,7 +461,8 @@ class _WatchdogStep(_RepeatingStep):
         # restart left 8.3 s without one). The thread goes on pinging until the event loop runs: a step that starts
         # after this one may still block (Celery's DelayedDelivery retries each broker URL, a dead node's too).
         _ping_watchdog()
-        c.timer.call_after(0, _begin_consuming)
+        if _start_canary_passed.is_set():  # else the start canary's step begins once it passed
+            c.timer.call_after(0, _begin_consuming)
         self.repeat(c, WATCHDOG_INTERVAL, ping)
 
     def stop(self, c):
@@ -527,8 +549,7 @@ class _WorkerCanary(Canary):
         self.restart()
         c.strategies[CANARY_TASK] = self.take
         if not hasattr(self, "queue"):
-            # The consumer's own Queue: with quorum queues it is one too (_replicate_the_direct_queue).
-            self.queue = app.amqp.queues.get(worker_direct(c.hostname).name) or worker_direct(c.hostname)
+            self.queue = _direct_queue(c.hostname)
             threading.Thread(target=self.send_when_due, args=(c,), name="reliable-celery-canary", daemon=True).start()
 
     def take(self, message, *_args, **_kwargs) -> None:
@@ -551,6 +572,12 @@ class _WorkerCanary(Canary):
         except Exception as exc:
             self.failed(canary_id)
             logger.warning("sending the watchdog's canary failed, trying again: %r", exc)
+
+
+def _direct_queue(hostname):
+    """The node's own queue as the consumer declared it: with quorum queues a quorum queue too
+    (_replicate_the_direct_queue)."""
+    return app.amqp.queues.get(worker_direct(hostname).name) or worker_direct(hostname)
 
 
 def _has_room(c) -> bool:
@@ -615,14 +642,133 @@ if STOP is not None:
     worker_shutting_down.connect(_extend_stop_while_tasks_run, weak=False)
 
 
+def start_canary_outcome(record, canary_id, task, waited, seconds):
+    """None while the start canary CANARY_ID (of TASK) may still finish, after WAITED of its SECONDS; once it
+    is decided, "" when it passed (RECORD, the pool's record, names it without an error), else why it failed."""
+    if record.get("id") == canary_id:
+        return "" if record.get("error") is None else "%s failed (%s)" % (task, record["error"])
+    if waited >= seconds:
+        return "%s did not finish within %s s" % (task, seconds)
+    return None
+
+
+class _StartCanaryStep(_RepeatingStep):
+    """At the worker's start, holds back every queue but its node's own (``worker_direct``) and sends a canary task
+    there, which a pool process of this release runs. Once it succeeded, the worker consumes every queue and is
+    ready; if it failed or did not finish within its seconds, the process ends (exit 1) having taken no message
+    of its queues, and celery_worker_restart leaves its predecessor consuming. A reconnect meanwhile holds the
+    queues back again; once passed, a reconnect consumes them all at once."""
+
+    # With the watchdog, after its step: that records the queues the worker started with, before any is held back.
+    requires = _RepeatingStep.requires + ((_WatchdogStep,) if WATCHDOG_INTERVAL is not None else ())
+
+    def __init__(self, c, **kwargs):
+        super().__init__(c, **kwargs)
+        self.canary_id = None
+        self.held = []
+        self.sent_at = None
+
+    def start(self, c):
+        if _start_canary_passed.is_set():
+            return
+        direct = worker_direct(c.hostname).name
+        self.held = [queue.name for queue in c.task_consumer.queues if queue.name != direct]
+        for name in self.held:
+            c.task_consumer.cancel_by_queue(name)
+        if self.canary_id is None:
+            self.canary_id = START_CANARY_PREFIX + uuid.uuid4().hex
+            self.sent_at = time.monotonic()
+            if START_CANARY["task"] not in app.tasks:
+                self.fail("%s is not a task of this app" % START_CANARY["task"])
+            # Sent once the queue is declared: on AMQP, a message to a node queue not yet bound is dropped.
+            threading.Thread(
+                target=self.send, args=(c.hostname,), name="reliable-celery-start-canary", daemon=True
+            ).start()
+        self.repeat(c, START_CANARY_CHECK_SECONDS, functools.partial(self.check, c))
+
+    def send(self, hostname):
+        try:
+            app.send_task(START_CANARY["task"], task_id=self.canary_id, queue=_direct_queue(hostname), retry=True)
+        except Exception as exc:
+            logger.warning("sending the start canary failed: %r", exc)
+
+    def check(self, c):
+        outcome = start_canary_outcome(
+            _read_runtime_record(START_CANARY_RECORD),
+            self.canary_id,
+            START_CANARY["task"],
+            time.monotonic() - self.sent_at,
+            START_CANARY["seconds"],
+        )
+        if outcome is None:
+            return
+        if outcome:
+            self.fail(outcome)
+        seconds = round(time.monotonic() - self.sent_at, 3)
+        _start_canary_passed.set()
+        self.stop(c)
+        for name in self.held:
+            c.add_task_queue(name)
+        if WATCHDOG_INTERVAL is not None:
+            _begin_consuming()
+        logger.info("start canary %s passed in %.1f s: consuming every queue", START_CANARY["task"], seconds)
+        # On Redis the poll that is waiting (BRPOP) asks for the held queues only from its next round on.
+        wait = getattr(c.task_consumer.channel, "brpop_timeout", 0)
+        c.timer.call_after(wait, functools.partial(_announce_ready, c.hostname, seconds))
+
+    @staticmethod
+    def fail(why):
+        logger.critical("start canary: %s. This worker consumes none of its queues and stops.", why)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(1)  # at once: a warm shutdown would wait for the pool, where the canary may hang
+
+
+def _record_start_canary(sender=None, task_id=None, exception=None, **_kwargs):
+    """In the pool process that ran it: a start canary's outcome, for its worker's main process."""
+    task_id = task_id or getattr(getattr(sender, "request", None), "id", None)
+    if task_id and task_id.startswith(START_CANARY_PREFIX):
+        error = None if exception is None else "%s: %s" % (type(exception).__name__, exception)
+        _write_runtime_record(START_CANARY_RECORD, {"id": task_id, "error": error})
+
+
+def _read_runtime_record(name):
+    runtime_directory = os.environ.get("RUNTIME_DIRECTORY")
+    try:
+        return json.loads(Path(runtime_directory, name).read_text()) if runtime_directory else {}
+    except (OSError, ValueError):
+        return {}
+
+
+_start_canary_passed = threading.Event()
+if START_CANARY is None:
+    _start_canary_passed.set()
+else:
+    if START_CANARY["task"] == START_CANARY_TASK:
+
+        @app.task(name=START_CANARY_TASK, shared=False, ignore_result=True)
+        def start_canary():
+            """The built-in start canary: a pool process of this release takes a task and runs it."""
+
+    app.steps["consumer"].add(_StartCanaryStep)
+    task_success.connect(_record_start_canary, weak=False)
+    task_failure.connect(_record_start_canary, weak=False)
+
+
 @worker_ready.connect(weak=False)
-def _announce_ready(sender=None, **_kwargs) -> None:
+def _worker_ready(sender=None, **_kwargs) -> None:
+    if _start_canary_passed.is_set():  # else the start canary's step announces it
+        _announce_ready(getattr(sender, "hostname", None))
+
+
+def _announce_ready(node, start_canary_seconds=None) -> None:
     record = {
         "pid": os.getpid(),
-        "node": getattr(sender, "hostname", None),
+        "node": node,
         "ready_at": time.time(),
         "generation": os.environ.get("RELIABLE_CELERY_GENERATION"),
         "leases": LEASE_MODE,
+        "start_canary_seconds": start_canary_seconds,
     }
     _write_runtime_record("ready", record)
     _notify_systemd(f"READY=1\nMAINPID={os.getpid()}")

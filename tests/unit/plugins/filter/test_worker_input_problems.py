@@ -25,6 +25,9 @@ FOUND = {
     "leases": True,
     "redis_minimum_seconds": 10,
     "visibility_timeout_seconds": 3960,
+    "start_canary_task": "reliable_celery.start_canary",
+    "start_canary_seconds": 30,
+    "ready_timeout": 120,
 }
 SETTINGS_PROBLEM = "celery_worker_settings would lose or duplicate tasks: task_acks_late and task_reject_on_worker_lost"
 
@@ -47,6 +50,22 @@ def test_no_app_is_a_problem() -> None:
     assert problems(app_packages=[]) == [
         "celery_worker_app_packages, celery_worker_app_requirements_file or celery_worker_app_path must name the app"
         " to install or the directory of its code."
+    ]
+
+
+def test_a_start_canary_is_decided_before_the_restart_stops_waiting() -> None:
+    assert problems(start_canary_seconds=119) == []
+    assert problems(start_canary_seconds=0, start_canary_task="") == []
+    assert problems(start_canary_seconds=120) == [
+        "celery_worker_start_canary_seconds must be 0 (no start canary) or less than"
+        " celery_worker_ready_timeout_seconds (120), got 120."
+    ]
+
+
+@pytest.mark.parametrize("task", ["", " ", None, 5])
+def test_a_start_canary_names_a_task(task: object) -> None:
+    assert problems(start_canary_task=task) == [
+        f"celery_worker_start_canary_task must name a task of the app (a non-empty string), got '{task}'."
     ]
 
 

@@ -50,6 +50,7 @@ class FakeHost:
         self.credential_files: dict[str, str] = {}
         # A configuration on disk whose processes never get ready (the rollback drop-in starts the previous one).
         self.broken_config = False
+        self.journal = "journal lines\n"
 
     # -- what the module calls --
     def run_command(self, args: list[str]) -> tuple[int, str, str]:
@@ -68,7 +69,7 @@ class FakeHost:
             return (0 if any(unit.answers(node) for unit in self.units.values()) else 1), "", ""
         if verb == "systemd-run":  # the app check
             return self.app_check
-        return 0, "journal lines\n", ""
+        return 0, self.journal, ""
 
     def kill(self, pid: int, signum: int) -> None:
         if pid not in self.alive:
@@ -125,6 +126,7 @@ class FakeSystemd:
         self.sigkilled = False
         self.drain_seconds = 3.0  # how long a SIGTERMed main process takes to exit
         self.ready_delay = 1.5  # worker_ready fires this long after a start
+        self.exits_after: float | None = None  # a new process ends this long after its start (a start canary failed)
         self.ready_at: dict[int, float] = {}
         self.start_works = True
         self.need_daemon_reload = False
@@ -214,6 +216,8 @@ class FakeSystemd:
         rolled_back = Path(self.host.run_root, restart_module._rollback.DROP_IN % self.name).exists()
         broken = self.host.broken_config and not rolled_back
         self.ready_at[self.main] = math.inf if broken else self.host.now + self.ready_delay
+        if self.exits_after is not None:
+            self.host.exit_at[self.main] = self.host.now + self.exits_after
         self.restart_due = None
         # What the process started with: its environment (/proc/PID/environ) and the wrapper's start record.
         credentials = self.host.run_root / "credentials" / self.name
@@ -349,6 +353,7 @@ def test_running_worker_gets_sigterm_on_its_main_pid_only_then_a_ready_successor
         "generation": None,
         "stale": False,
         "leases": "on",
+        "start_canary_seconds": None,
         "rolled_back": False,
     }
 
@@ -577,6 +582,7 @@ def test_handover_starts_the_other_slot_and_stops_the_old_one_only_once_the_new_
         "generation": None,
         "stale": False,
         "leases": "on",
+        "start_canary_seconds": None,
         "rolled_back": False,
     }
     assert commands_on(host, SLOT_B) == ["start", "enable"]
@@ -630,6 +636,27 @@ def test_a_new_slot_that_never_gets_ready_is_stopped_and_the_old_one_keeps_runni
     )
     assert commands_on(host, UNIT) == []
     assert host.signals == [(101, signal.SIGTERM)], "only the new slot is stopped"
+    assert (a.main, a.active_state, a.enabled) == (100, "active", True)
+    assert (b.active_state, b.enabled) == ("inactive", False)
+
+
+def test_a_new_slot_whose_start_canary_failed_fails_the_handover_at_once_naming_the_error(host, slots, fail) -> None:
+    a, b = slots
+    b.ready_delay = 10_000
+    b.exits_after = 3.0
+    host.journal = (
+        "Dec 06 10:00:01 w1 celery-worker-b@default[101]: [CRITICAL] start canary: example.health failed"
+        " (OperationalError: database unreachable). This worker consumes none of its queues and stops.\n"
+    )
+    started = host.now
+    message = fail(**HANDOVER, ready_timeout=60)["msg"]
+    assert message.startswith(
+        "celery-worker-b@default.service (main pid 101) ended before it reported ready: its start canary failed:"
+        " example.health failed (OperationalError: database unreachable). This worker consumes none of its queues"
+        " and stops. Journal:\n"
+    )
+    assert host.now - started < 5, "it fails once the process ended, not at ready_timeout"
+    assert host.signals == [], "the old slot is not touched"
     assert (a.main, a.active_state, a.enabled) == (100, "active", True)
     assert (b.active_state, b.enabled) == ("inactive", False)
 
