@@ -60,7 +60,10 @@ def test_a_release_whose_canary_fails_never_consumes_and_the_old_slot_goes_on(ho
     assert {ran["node"] for ran in task_results(host, waiting, timeout=90)} == {old_node}
     task_results(host, busy, timeout=90)
 
-    # The app's canary back: the handover happens.
+    assert host.service(new_unit).is_enabled is False
+    assert host.run(f"systemctl is-failed --quiet {new_unit}").rc != 0, "the stopped slot is left failed"
+
+    # The app's canary back: the old slot runs what is asked again, and stays.
     result = run_playbook(scenario_file("converge.yml"))
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert current_slot(host, "default")[0] == new_unit
+    assert (current_slot(host, "default")[0], main_pid(host, old_unit)) == (old_unit, old_pid)

@@ -656,6 +656,7 @@ def test_a_new_slot_whose_start_canary_failed_fails_the_handover_at_once_naming_
         " and stops. Journal:\n"
     )
     assert host.now - started < 5, "it fails once the process ended, not at ready_timeout"
+    assert commands_on(host, SLOT_B)[-2:] == ["stop", "reset-failed"], "the new slot is left inactive, not failed"
     assert host.signals == [], "the old slot is not touched"
     assert (a.main, a.active_state, a.enabled) == (100, "active", True)
     assert (b.active_state, b.enabled) == ("inactive", False)
