@@ -14,7 +14,7 @@ help:
 	@echo "make molecule   only the molecule scenarios (SCENARIO=name for one)"
 	@echo "make chaos      the full chaos run: 1000 tasks, every fault 3 times, on Redis and RabbitMQ"
 	@echo "make lint       yamllint, ansible-lint (production profile), ruff, changelog fragments"
-	@echo "make benchmark  restart gaps, site.yml times, crash recovery, poison tasks, watchdog and soak (docs/benchmarks.md; PARTS=restart, stack, crash or watchdog)"
+	@echo "make benchmark  restart gaps, site.yml times, crash recovery, poison tasks, watchdog and soak, installers, fleet deploys (docs/benchmarks.md; PARTS=restart, stack, crash, watchdog, install or fleet)"
 	@echo "make clean      remove this checkout's .cache (the shared venv and image stay)"
 
 demo: setup

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Writes docs/benchmarks.md from the five benchmarks, on each supported Debian suite: the restart
+# Writes docs/benchmarks.md from the six benchmarks, on each supported Debian suite: the restart
 # under load on one host (benchmarks/restart_gap.py on the restart scenario's host), and per broker
 # on the chaos scenarios' hosts the stack (benchmarks/stack.py), crash recovery and poison tasks
 # (benchmarks/crash.py) and hung workers with systemd's watchdog, with a 30-minute soak
-# (benchmarks/watchdog.py), and a release's build with pip and with uv in a container of the test-host
-# image (benchmarks/installers.py). A report, not an assertion: figures on a busy machine vary, so this
-# is not part of `make test`. Arguments name the parts to run again, as PART (every suite) or
-# PART:SUITE (restart, stack, crash, watchdog, install; e.g. stack:trixie); the others come from their last
-# report in .cache/benchmarks.
+# (benchmarks/watchdog.py), a release's build with pip and with uv in a container of the test-host
+# image (benchmarks/installers.py), and deploys of ten worker hosts (benchmarks/fleet.py, molecule/fleet).
+# A report, not an assertion: figures on a busy machine vary, so this is not part of `make test`.
+# Arguments name the parts to run again, as PART (every suite) or PART:SUITE (restart, stack, crash,
+# watchdog, install, fleet; e.g. stack:trixie); the others come from their last report in .cache/benchmarks.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 activate_toolchain
 cd "$REPO_ROOT"
@@ -18,9 +18,9 @@ reports="$REPO_ROOT/.cache/benchmarks"
 mkdir -p "$reports"
 
 parts=("$@")
-((${#parts[@]})) || parts=(restart stack crash watchdog install)
+((${#parts[@]})) || parts=(restart stack crash watchdog install fleet)
 for suite in "${TESTHOST_SUITES[@]}"; do
-  for part in restart stack crash watchdog install; do
+  for part in restart stack crash watchdog install fleet; do
     report="$reports/$part-$suite.md"
     [[ " ${parts[*]} " == *" $part "* || " ${parts[*]} " == *" $part:$suite "* || ! -f "$report" ]] || continue
     (
@@ -33,6 +33,9 @@ for suite in "${TESTHOST_SUITES[@]}"; do
           && python benchmarks/restart_gap.py --output "$report" || status=$?
         molecule destroy -s restart >/dev/null
         ((status == 0)) || die "the restart benchmark on $suite failed"
+      elif [[ "$part" == fleet ]]; then
+        log "fleet benchmark on $suite (molecule scenario fleet)"
+        python benchmarks/fleet.py --output "$report" || die "the fleet benchmark on $suite failed"
       elif [[ "$part" == install ]]; then
         log "install benchmark on $suite (a container of the test-host image)"
         python benchmarks/installers.py --output "$report" || die "the install benchmark on $suite failed"
@@ -50,7 +53,7 @@ done
   echo "Written by \`make benchmark\`. Figures, not assertions: they vary with the machine and its load."
   echo "The pass/fail proofs are the molecule scenarios (docs/testing.md)."
   for suite in "${TESTHOST_SUITES[@]}"; do
-    for part in restart stack crash watchdog install; do
+    for part in restart stack crash watchdog install fleet; do
       [[ -f "$reports/$part-$suite.md" ]] && { echo; cat "$reports/$part-$suite.md"; }
     done
   done

@@ -19,8 +19,8 @@ cd "$REPO_ROOT"
 
 FLOOR_SCENARIOS=(site)
 SUITELESS_SCENARIOS=(testhost)
-# Run only when named (`make chaos`), not by default.
-NAMED_ONLY_SCENARIOS=(ha-rabbitmq)
+# Run only when named (`make chaos`, `make benchmark`), not by default.
+NAMED_ONLY_SCENARIOS=(ha-rabbitmq fleet)
 requested=()
 while (($#)) && [[ "$1" != "--" ]]; do requested+=("$1"); shift; done
 [[ "${1:-}" == "--" ]] && shift
