@@ -65,5 +65,5 @@ sanity --venv --requirements --python "$controller_python" --color=no plugins/ t
 # runs on there: Debian 12's 3.11, also the test hosts' (modules and module_utils run there).
 activate_toolchain floor
 floor_python="$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-log "ansible-test sanity with $(ansible --version | head -1) on Python $floor_python (requires_ansible's floor)"
+log "ansible-test sanity with $(ansible --version | sed -n 1p) on Python $floor_python (requires_ansible's floor)"
 sanity --venv --requirements --python "$floor_python" --color=no plugins/ tests/ meta/

@@ -636,8 +636,9 @@ class WorkerRestart:
             self.confirm_generation(new, new_pid)
         except RestartFailed as failure:
             self.systemctl_run(new.unit, "stop")
-            # A slot that does not run is inactive, not failed: this run reports the failure, with the journal.
-            self.systemctl_run(new.unit, "reset-failed")
+            # A slot that does not run is inactive, not failed (a start canary's exit): this run reports the failure.
+            if self.state(new.unit).active_state == "failed":
+                self.systemctl_run(new.unit, "reset-failed")
             raise RestartFailed(
                 "%s\nThe handover did not happen: %s was stopped again, and %s (main pid %s) keeps running untouched."
                 % (failure, new.unit, old.unit, old.main_pid)

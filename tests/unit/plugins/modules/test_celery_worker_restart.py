@@ -127,6 +127,7 @@ class FakeSystemd:
         self.drain_seconds = 3.0  # how long a SIGTERMed main process takes to exit
         self.ready_delay = 1.5  # worker_ready fires this long after a start
         self.exits_after: float | None = None  # a new process ends this long after its start (a start canary failed)
+        self.failed = False  # its last process exited with a failure status
         self.ready_at: dict[int, float] = {}
         self.start_works = True
         self.need_daemon_reload = False
@@ -151,13 +152,15 @@ class FakeSystemd:
         elif verb == "stop":
             self.begin_stop()
             if "--no-block" not in args:
-                while self.active_state != "inactive":
+                while self.active_state not in ("inactive", "failed"):
                     self.host.sleep(0.2)
         elif verb == "kill":
             self.host.alive.discard(self.main)
             self.tick()
         elif verb in ("enable", "disable"):
             self.enabled = verb == "enable"
+        elif verb == "reset-failed" and self.active_state == "failed":
+            self.failed, self.active_state = False, "inactive"
         return 0, "", ""
 
     def begin_stop(self) -> None:
@@ -190,7 +193,8 @@ class FakeSystemd:
                 self.stop()
             return
         if self.main is not None and self.main not in self.host.alive:
-            # A clean exit of a Restart=always unit: systemd starts it again after RestartSec.
+            # An exit of a Restart=always unit: systemd starts it again after RestartSec.
+            self.failed = self.exits_after is not None  # an exit with a failure status
             self.main, self.active_state, self.sub_state = None, "activating", "auto-restart"
             self.restart_due = self.host.now + self.restart_sec
         if self.start_works and self.restart_due is not None and self.host.now >= self.restart_due and not self.main:
@@ -211,7 +215,7 @@ class FakeSystemd:
 
     # -- helpers --
     def spawn(self) -> None:
-        self.main = self.host.spawn()
+        self.main, self.failed = self.host.spawn(), False
         self.active_state, self.sub_state = "active", "running"
         rolled_back = Path(self.host.run_root, restart_module._rollback.DROP_IN % self.name).exists()
         broken = self.host.broken_config and not rolled_back
@@ -263,7 +267,7 @@ class FakeSystemd:
 
     def stop(self) -> None:
         self.host.alive.discard(self.main)
-        self.main, self.active_state, self.sub_state = None, "inactive", "dead"
+        self.main, self.active_state, self.sub_state = None, "failed" if self.failed else "inactive", "dead"
         self.stopping_since = self.stop_by = None
         (self.marker.parent / restart_module.STOP_DEADLINE).unlink(missing_ok=True)  # systemd removes RuntimeDirectory
 
