@@ -138,13 +138,28 @@ def _record_start(settings):
     _write_runtime_record("start.json", {"argv": sys.orig_argv, "settings": settings})
 
 
+def _runtime_path(name):
+    """$RUNTIME_DIRECTORY/NAME, or None without a runtime directory."""
+    runtime_directory = os.environ.get("RUNTIME_DIRECTORY")
+    return Path(runtime_directory, name) if runtime_directory else None
+
+
 def _write_runtime_record(name, record):
     """Write RECORD as JSON to $RUNTIME_DIRECTORY/NAME at once: a reader sees the whole record or the one before."""
-    runtime_directory = os.environ.get("RUNTIME_DIRECTORY")
-    if runtime_directory:
-        partial = Path(runtime_directory, name + ".partial")
+    path = _runtime_path(name)
+    if path is not None:
+        partial = path.with_name(name + ".partial")
         partial.write_text(json.dumps(record) + "\n")
-        partial.replace(partial.with_name(name))
+        partial.replace(path)
+
+
+def _read_runtime_record(name):
+    """The record of $RUNTIME_DIRECTORY/NAME, or {} while there is none."""
+    path = _runtime_path(name)
+    try:
+        return json.loads(path.read_text()) if path is not None else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _lease_mode(settings):
@@ -693,18 +708,14 @@ class _StartCanaryStep(_RepeatingStep):
             logger.warning("sending the start canary failed: %r", exc)
 
     def check(self, c):
-        outcome = start_canary_outcome(
-            _read_runtime_record(START_CANARY_RECORD),
-            self.canary_id,
-            START_CANARY["task"],
-            time.monotonic() - self.sent_at,
-            START_CANARY["seconds"],
-        )
+        waited = time.monotonic() - self.sent_at
+        record = _read_runtime_record(START_CANARY_RECORD)
+        outcome = start_canary_outcome(record, self.canary_id, START_CANARY["task"], waited, START_CANARY["seconds"])
         if outcome is None:
             return
         if outcome:
             self.fail(outcome)
-        seconds = round(time.monotonic() - self.sent_at, 3)
+        seconds = round(waited, 3)
         _start_canary_passed.set()
         self.stop(c)
         for name in self.held:
@@ -730,14 +741,6 @@ def _record_start_canary(sender=None, task_id=None, exception=None, **_kwargs):
     if task_id and task_id.startswith(START_CANARY_PREFIX):
         error = None if exception is None else "%s: %s" % (type(exception).__name__, exception)
         _write_runtime_record(START_CANARY_RECORD, {"id": task_id, "error": error})
-
-
-def _read_runtime_record(name):
-    runtime_directory = os.environ.get("RUNTIME_DIRECTORY")
-    try:
-        return json.loads(Path(runtime_directory, name).read_text()) if runtime_directory else {}
-    except (OSError, ValueError):
-        return {}
 
 
 _start_canary_passed = threading.Event()
