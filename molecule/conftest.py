@@ -33,8 +33,9 @@ def journal(host, unit: str, lines: int = 50) -> str:
     return host.run(f"journalctl --no-pager -n {lines} -u {unit}").stdout
 
 
-def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
-    """Poll `condition` until it returns something truthy; fail naming `what` after `timeout` s.
+def wait_for(condition: Callable[[], T], timeout: float, what: str | Callable[[], str], interval: float = 0.5) -> T:
+    """Poll `condition` until it returns something truthy; fail naming `what` (or what it returns then) after
+    `timeout` s.
     Each poll of a test host is a command through its channel (scripts/testhost-docker/docker), about
     45 ms of CPU: polling faster would take a core from the scenarios running beside it. Times the
     tests assert on come from the hosts' own records, not from when a poll saw them."""
@@ -44,7 +45,7 @@ def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: fl
         if result:
             return result
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+            pytest.fail(f"timed out after {timeout} s waiting for {what() if callable(what) else what}")
         time.sleep(interval)
 
 
