@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -155,33 +156,42 @@ def under_load(run, rate: float) -> dict:
     }
 
 
+SETTINGS_ROUNDS = 3
+
+
 def ansible_settings(fleet: Fleet) -> list[dict]:
     """A no-change site.yml on the whole fleet with Ansible's settings that matter for fleets, one changed at a time
-    from the scenario's ansible.cfg (forks 50, pipelining on, facts gathered every run)."""
+    from the scenario's ansible.cfg (forks 50, pipelining on, facts read every run): SETTINGS_ROUNDS runs each, in
+    turns, so that the machine's drift falls on every setting alike. One run each differed by up to 20 s from the
+    next run of the same setting."""
     cache = str(fleet.ephemeral / "facts")
     variants = {
         "as configured: forks 50, pipelining on": {},
         "forks 5 (Ansible's default)": {"ANSIBLE_FORKS": "5"},
         "pipelining off": {"ANSIBLE_PIPELINING": "False"},
-        "facts cached (gathering smart, jsonfile), second run": {
+        "facts cached (gathering smart, jsonfile)": {
             "ANSIBLE_GATHERING": "smart",
             "ANSIBLE_CACHE_PLUGIN": "jsonfile",
             "ANSIBLE_CACHE_PLUGIN_CONNECTION": cache,
             "ANSIBLE_CACHE_PLUGIN_TIMEOUT": "86400",
         },
     }
-    rows = []
-    for label, settings in variants.items():
-        if "ANSIBLE_GATHERING" in settings:
-            fleet.playbook("site.yml", settings=settings)  # fills the cache
-        rows.append(
-            {
-                "run": f"site.yml, no change, {label}",
-                "hosts": len(WORKERS),
-                **fleet.playbook("site.yml", settings=settings),
-            }
-        )
-    return rows
+    fleet.playbook("site.yml", settings=variants["facts cached (gathering smart, jsonfile)"])  # fills the cache
+    runs: dict[str, list[dict]] = {label: [] for label in variants}
+    for _round in range(SETTINGS_ROUNDS):
+        for label, settings in variants.items():
+            runs[label].append(fleet.playbook("site.yml", settings=settings))
+    return [
+        {
+            "run": f"site.yml, no change, {label}, {SETTINGS_ROUNDS} runs",
+            "hosts": len(WORKERS),
+            "seconds": statistics.median(run["seconds"] for run in label_runs),
+            "spread": (min(run["seconds"] for run in label_runs), max(run["seconds"] for run in label_runs)),
+            "changed": max(run["changed"] for run in label_runs),
+            "per_host": [seconds for run in label_runs for seconds in run["per_host"]],
+        }
+        for label, label_runs in runs.items()
+    ]
 
 
 def measure(fleet: Fleet, rate: float) -> list[dict]:
@@ -205,18 +215,15 @@ def measure(fleet: Fleet, rate: float) -> list[dict]:
 
 
 def report(rows: list[dict], rate: float) -> str:
-    heading = report_heading("Fleet deploys")
-    heading[-2:] = [
-        heading[-2].rsplit("Hosts:", 1)[0] + "Hosts: a broker and 10 worker hosts (molecule/fleet),",
-        "Debian systemd containers, Celery 5.7.0, Redis, prefork -c 1 per host; the controller on the same machine.",
-    ]
+    hosts = "a broker and 10 worker hosts, molecule/fleet), Celery 5.7.0, Redis, prefork -c 1 per worker host"
     lines = [
-        *heading,
+        *report_heading("Fleet deploys", hosts + "; Ansible on the same machine."),
         "",
         f"Load: one task every {1 / rate:g} s to the queue every worker host consumes, during every run but the cold",
-        "one. Consumption gap: the longest time no task started on any host during the run. Per host: a worker",
-        "host's time in the Workers play (restart.yml: its rolling play), from its first task to its last, mean and",
-        "longest; with `serial` 5 a host's tasks run beside four others'.",
+        "one and those with Ansible's settings changed (without load; total: the median of their runs, and the",
+        "range; compare them with the first of them). Consumption gap: the longest time no task started on any host",
+        "during the run. Per host: a worker host's time in the Workers play (restart.yml: its rolling play), from its",
+        "first task to its last, mean and longest; with `serial` 5 a host's tasks run beside four others'.",
         "",
         "| run | worker hosts | total s | per host s (mean / max) | changed | tasks | consumption gap s | lost"
         " | ran twice |",
@@ -225,11 +232,26 @@ def report(rows: list[dict], rate: float) -> str:
     for row in rows:
         per_host = row["per_host"]
         per_host_text = f"{sum(per_host) / len(per_host):.1f} / {max(per_host):.1f}" if per_host else "-"
+        seconds = row["seconds"] if "spread" not in row else "{} ({}-{})".format(row["seconds"], *row["spread"])
         lines.append(
-            f"| {row['run']} | {row['hosts']} | {row['seconds']} | {per_host_text} | {row['changed']} |"
+            f"| {row['run']} | {row['hosts']} | {seconds} | {per_host_text} | {row['changed']} |"
             f" {row.get('tasks', '-')} | {row.get('gap', '-')} | {row.get('lost', '-')} | {row.get('ran_twice', '-')} |"
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *growth(rows)])
+
+
+def growth(rows: list[dict]) -> list[str]:
+    """How each run measured on 1 and on 10 worker hosts grows with the hosts."""
+    lines = []
+    for run in dict.fromkeys(row["run"] for row in rows):
+        seconds = {row["hosts"]: row["seconds"] for row in rows if row["run"] == run}
+        if {1, len(WORKERS)} <= seconds.keys():
+            first, last = seconds[1], seconds[len(WORKERS)]
+            per_host = (last - first) / (len(WORKERS) - 1)
+            lines.append(
+                f"- {run}: {first} s on 1 worker host, {last} s on {len(WORKERS)}: {per_host:+.1f} s per host."
+            )
+    return ["From 1 to 10 worker hosts:", *lines] if lines else []
 
 
 def main() -> None:

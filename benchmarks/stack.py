@@ -152,14 +152,20 @@ def broker_names() -> dict[str, str]:
     return {"redis": os.environ.get("TESTHOST_REDIS_SERVER", "redis").capitalize(), "rabbitmq": "RabbitMQ"}
 
 
-def report_heading(title: str) -> list[str]:
-    """A report's title (with the suite and the time) and where it was measured."""
+CHAOS_HOSTS = (
+    "a broker and two worker hosts, the chaos scenarios' inventories; on RabbitMQ the broker host also runs beat"
+    " and Flower), Celery 5.7.0, prefork -c 3."
+)
+
+
+def report_heading(title: str, hosts: str = CHAOS_HOSTS) -> list[str]:
+    """A report's title (with the suite and the time) and where it was measured: HOSTS, after "Debian N systemd
+    containers (", says which."""
     return [
         f"## {title}, {DEBIAN} — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
-        f"Machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}. Hosts: {DEBIAN} systemd",
-        "containers (a broker and two worker hosts, the chaos scenarios' inventories; on RabbitMQ the broker",
-        "host also runs beat and Flower), Celery 5.7.0, prefork -c 3.",
+        f"Machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}.",
+        f"Hosts: {DEBIAN} systemd containers ({hosts}",
     ]
 
 
