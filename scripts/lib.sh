@@ -51,7 +51,7 @@ activate_toolchain() {
 }
 
 testhost_recipe_digest() {
-  sha256sum "$REPO_ROOT/scripts/testhost-image.sh" | cut -c1-12
+  cat "$REPO_ROOT/scripts/testhost-image.sh" "$REPO_ROOT/scripts/testhost_zip_code_cache.py" | sha256sum | cut -c1-12
 }
 
 # The test-host image of a suite: scripts/testhost-image.sh builds it.

@@ -2,8 +2,8 @@
 # Builds the Debian systemd images the molecule scenarios and the demo boot, one per suite
 # (TESTHOST_SUITES in lib.sh: bookworm and trixie), from this one recipe:
 #   scripts/testhost-image.sh [SUITE]     every suite when none is named
-# Each tag is the suite and a digest of this file: an image is rebuilt only when it is missing or
-# when this recipe changed. Needs root (debootstrap) and a running dockerd (host-deps.sh).
+# Each tag is the suite and a digest of this file and testhost_zip_code_cache.py: an image is
+# rebuilt only when it is missing or when this recipe changed. Needs root (debootstrap) and a running dockerd (host-deps.sh).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
@@ -80,6 +80,10 @@ ExecStart=/bin/mount --make-rshared /
 UNIT
 mkdir -p "$rootfs/etc/systemd/system/sysinit.target.wants"
 ln -sf ../testhost-rshared-root.service "$rootfs/etc/systemd/system/sysinit.target.wants/testhost-rshared-root.service"
+# Ansible's modules reach Python as zips, whose sources Python compiles on every run
+# (testhost_zip_code_cache.py).
+cp "$REPO_ROOT/scripts/testhost_zip_code_cache.py" "$rootfs/usr/lib/python3/dist-packages/"
+echo "import testhost_zip_code_cache" >"$rootfs/usr/lib/python3/dist-packages/testhost-zip-code-cache.pth"
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb
 # An empty list dir dated now looks fresh to apt's cache_valid_time ("No package matching").
 touch -d @0 "$rootfs/var/lib/apt/lists"

@@ -176,3 +176,10 @@ def test_valkey_is_refused_on_bookworm_before_any_change() -> None:
     )
     assert refusal in output, output[-3000:]
     assert paths_digest(host) == before
+
+
+def test_ansible_modules_reuse_their_compiled_code(host) -> None:
+    cache = host.file("/var/cache/testhost-zip-code")
+    assert cache.is_directory
+    assert (cache.user, cache.mode) == ("root", 0o700)
+    assert host.run("ls /var/cache/testhost-zip-code").stdout.split()
