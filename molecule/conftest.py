@@ -90,11 +90,13 @@ def shared_playbook(name: str) -> Path:
 
 def record_figures(report: str, line: str) -> None:
     """Figures, not assertions: appended to .cache/molecule-logs/REPORT.txt with the time, the suite
-    and the Redis-protocol server of the run."""
+    and the broker of the run."""
     path = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".cache" / "molecule-logs" / f"{report}.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as file:
-        file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {SUITE} ({REDIS_SERVER}): {line}\n")
+        file.write(
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')} {SUITE} ({os.environ.get('CHAOS_BROKER') or REDIS_SERVER}): {line}\n"
+        )
 
 
 def service_memory_mib(host, unit: str) -> float:
