@@ -178,8 +178,31 @@ def test_valkey_is_refused_on_bookworm_before_any_change() -> None:
     assert paths_digest(host) == before
 
 
-def test_ansible_modules_reuse_their_compiled_code(host) -> None:
+# Imports a fresh module from a zip as Ansible's modules are imported, replaces the code the cache
+# stored for it by code that answers 2, and imports the same source from another zip: prints the
+# two answers.
+ZIP_IMPORT_PROBE = """
+import hashlib, marshal, os, subprocess, sys, tempfile, uuid, zipfile
+source = f"ANSWER = 1  # {uuid.uuid4()}\\n".encode()
+directory = tempfile.mkdtemp()
+
+def answer(name):
+    path = os.path.join(directory, name)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("zip_import_probe.py", source)
+    program = f"import sys; sys.path.insert(0, {path!r}); import zip_import_probe; print(zip_import_probe.ANSWER)"
+    return subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True).stdout.strip()
+
+first = answer("first.zip")
+stored = f"/var/cache/testhost-zip-code/{hashlib.sha256(source).hexdigest()}.{sys.implementation.cache_tag}"
+with open(stored, "wb") as file:
+    marshal.dump(compile("ANSWER = 2\\n", "zip_import_probe.py", "exec"), file)
+print(first, answer("second.zip"))
+"""
+
+
+def test_ansible_modules_run_their_compiled_code_from_the_cache(host) -> None:
     cache = host.file("/var/cache/testhost-zip-code")
-    assert cache.is_directory
+    assert cache.is_directory, "no Ansible module run has stored its code"
     assert (cache.user, cache.mode) == ("root", 0o700)
-    assert host.run("ls /var/cache/testhost-zip-code").stdout.split()
+    assert host.check_output(f"/usr/bin/python3 -c {shlex.quote(ZIP_IMPORT_PROBE)}").split() == ["1", "2"]
