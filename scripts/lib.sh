@@ -40,6 +40,10 @@ activate_toolchain() {
   export ANSIBLE_COLLECTIONS_PATH="$ANSIBLE_HOME/collections:$venv/collections"
   export ANSIBLE_ROLES_PATH="$REPO_ROOT/roles"
   export ANSIBLE_PIPELINING=True
+  # Compiled Python is kept, in this checkout's cache. Where the machine sets PYTHONDONTWRITEBYTECODE,
+  # every Ansible worker process (one per task and host) compiled the collection's plugins again.
+  unset PYTHONDONTWRITEBYTECODE
+  export PYTHONPYCACHEPREFIX="$REPO_ROOT/.cache/pycache"
   # Plain logs when nobody watches a terminal (CI, redirected output).
   if [[ ! -t 1 ]]; then export NO_COLOR=1 PY_COLORS=0 ANSIBLE_NOCOLOR=1; fi
   # TESTHOST_IMAGE_BOOKWORM, TESTHOST_IMAGE_TRIXIE...; TESTHOST_IMAGE: the scenarios' default suite.
