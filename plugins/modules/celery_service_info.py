@@ -57,6 +57,13 @@ options:
     type: list
     elements: path
     default: []
+  listed_dirs:
+    description:
+      - Directories whose files' names are returned as RV(listed_files) (files the calling role writes there, some
+        of which it may have to remove).
+    type: list
+    elements: path
+    default: []
   releases_dir:
     description:
       - The directory of the virtualenv releases.
@@ -154,6 +161,11 @@ processes:
   returned: success
   type: list
   elements: str
+listed_files:
+  description: Per directory of O(listed_dirs), the names of the regular files in it, sorted (none when it is
+    missing).
+  returned: success
+  type: dict
 credentials:
   description: The names of the files in O(credentials_dir).
   returned: success
@@ -279,6 +291,10 @@ def entries(directory):
         return []
 
 
+def file_names(found):
+    return [entry.name for entry in found if entry.is_file(follow_symlinks=False)]
+
+
 def releases_state(releases_dir, install_dir):
     releases = [entry for entry in entries(releases_dir) if entry.is_dir(follow_symlinks=False)]
     markers, old_requirements = [], []
@@ -380,6 +396,7 @@ def main():
             "user": {"type": "str", "required": True},
             "group": {"type": "str", "required": True},
             "paths": {"type": "list", "elements": "path", "default": []},
+            "listed_dirs": {"type": "list", "elements": "path", "default": []},
             "releases_dir": {"type": "path", "required": True},
             "install_dir": {"type": "path", "required": True},
             "credentials_dir": {"type": "path", "required": True},
@@ -405,7 +422,8 @@ def main():
         group=group_entry(params["group"]),
         login_defs=read_text("/etc/login.defs"),
         paths={path: path_status(path, params["user"], params["group"]) for path in params["paths"]},
-        credentials=[entry.name for entry in credentials if entry.is_file(follow_symlinks=False)],
+        listed_files={directory: file_names(entries(directory)) for directory in params["listed_dirs"]},
+        credentials=file_names(credentials),
         packages_missing=sorted(set(params["packages"]) - installed_packages()) if params["packages"] else [],
         processes=processes(),
         app_directory=app_directory(params["app_path"], params["user"], params["group"], releases["release_markers"])

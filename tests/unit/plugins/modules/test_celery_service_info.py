@@ -48,6 +48,17 @@ def test_a_fresh_host_has_no_releases_credentials_or_paths(module: Callable[...,
         assert result[key] == [], key
 
 
+def test_listed_dirs_give_the_names_of_their_files(module: Callable[..., dict], tmp_path: Path) -> None:
+    instances = tmp_path / "worker-instances"
+    instances.mkdir()
+    for name in ("b.env", "a.env", ".hidden.env"):
+        (instances / name).write_text("")
+    (instances / "not-a-file.env").mkdir()
+    (instances / "link.env").symlink_to(instances / "a.env")
+    result = module(listed_dirs=[str(instances), str(tmp_path / "missing")])
+    assert result["listed_files"] == {str(instances): [".hidden.env", "a.env", "b.env"], str(tmp_path / "missing"): []}
+
+
 def test_accounts_are_getent_fields_or_none(module: Callable[..., dict]) -> None:
     result = module(user=getpass.getuser(), group=grp.getgrgid(os.getgid()).gr_name)
     assert result["user"][1:3] == [str(os.getuid()), str(os.getgid())]
