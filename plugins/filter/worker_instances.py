@@ -249,27 +249,46 @@ UNIT_DIR = "/etc/systemd/system"
 MEMORY_DROP_IN = "50-reliable-celery-memory.conf"
 
 
-def worker_memory_drop_ins(instances, slots, removed_names=()):
+def worker_memory_drop_ins(instances, slots):
     """The memory drop-ins of every slot of INSTANCES (worker_instances): ``set``, each with its ``limits``,
-    for the instances that have limits; ``unset``, the paths of those that have none; ``removed``, the
-    drop-in directories of both slots of each instance in REMOVED_NAMES; ``read``, the paths whose state
-    on the host decides what the tasks change (every drop-in, and the directory of each to set)."""
-
-    def directory(slot, name):
-        return f"{UNIT_DIR}/{slot['prefix']}{name}.service.d"
-
+    for the instances that have limits; ``unset``, the paths of those that have none; ``read``, the paths
+    whose state on the host decides what the tasks change (every drop-in, and the directory of each to
+    set)."""
     drop_ins = {"set": [], "unset": [], "read": []}
     for instance in instances:
         for slot in slots:
-            path = f"{directory(slot, instance['name'])}/{MEMORY_DROP_IN}"
+            path = f"{_drop_in_directory(slot, instance['name'])}/{MEMORY_DROP_IN}"
             if instance["memory"]:
                 drop_ins["set"].append({"path": path, "name": instance["name"], "limits": instance["memory"]})
-                drop_ins["read"] += [directory(slot, instance["name"]), path]
+                drop_ins["read"] += [_drop_in_directory(slot, instance["name"]), path]
             else:
                 drop_ins["unset"].append(path)
     drop_ins["read"] += drop_ins["unset"]
-    drop_ins["removed"] = [directory(slot, name) for name in removed_names for slot in slots]
     return drop_ins
+
+
+def worker_removed_instances(instance_files, instances, slots, instance_dir, state_dir):
+    """The instances that have a file in INSTANCE_DIR (INSTANCE_FILES, the names of its files) but are no
+    longer among INSTANCES: their ``names``, the ``units`` of both their slots, and the ``paths`` to
+    remove (instance file, state directory below STATE_DIR, each slot's drop-in directory). Hidden files
+    are not instances."""
+    wanted = {instance["name"] for instance in instances}
+    names = sorted(
+        name[: -len(".env")]
+        for name in instance_files
+        if name.endswith(".env") and not name.startswith(".") and name[: -len(".env")] not in wanted
+    )
+    return {
+        "names": names,
+        "units": [f"{slot['prefix']}{name}.service" for name in names for slot in slots],
+        "paths": [f"{instance_dir}/{name}.env" for name in names]
+        + [f"{state_dir}/worker-{name}" for name in names]
+        + [_drop_in_directory(slot, name) for name in names for slot in slots],
+    }
+
+
+def _drop_in_directory(slot, name):
+    return f"{UNIT_DIR}/{slot['prefix']}{name}.service.d"
 
 
 class FilterModule:
@@ -278,4 +297,5 @@ class FilterModule:
             "worker_instances": worker_instances,
             "worker_slot_units": worker_slot_units,
             "worker_memory_drop_ins": worker_memory_drop_ins,
+            "worker_removed_instances": worker_removed_instances,
         }

@@ -6,6 +6,7 @@ from ansible_collections.reliable.celery.plugins.filter.worker_instances import 
     managed_option,
     worker_instances,
     worker_memory_drop_ins,
+    worker_removed_instances,
     worker_slot_units,
 )
 
@@ -150,7 +151,7 @@ def test_each_slot_gets_its_own_node_state_db_and_runtime_directory() -> None:
 def test_memory_drop_ins_are_written_for_both_slots_of_instances_with_limits_and_removed_otherwise() -> None:
     slots = [{"prefix": "celery-worker@"}, {"prefix": "celery-worker-b@"}]
     instances = worker_instances([{"name": "big", "concurrency": 1, "memory_max": "1G"}, {"name": "small"}], APP)
-    drop_ins = worker_memory_drop_ins(instances, slots, ["gone"])
+    drop_ins = worker_memory_drop_ins(instances, slots)
     assert drop_ins["set"] == [
         {"path": f"/etc/systemd/system/{prefix}big.service.d/50-reliable-celery-memory.conf", "name": "big",
          "limits": {"MemoryMax": 1024**3}}
@@ -160,10 +161,6 @@ def test_memory_drop_ins_are_written_for_both_slots_of_instances_with_limits_and
         "/etc/systemd/system/celery-worker@small.service.d/50-reliable-celery-memory.conf",
         "/etc/systemd/system/celery-worker-b@small.service.d/50-reliable-celery-memory.conf",
     ]
-    assert drop_ins["removed"] == [
-        "/etc/systemd/system/celery-worker@gone.service.d",
-        "/etc/systemd/system/celery-worker-b@gone.service.d",
-    ]
     assert drop_ins["read"] == [
         "/etc/systemd/system/celery-worker@big.service.d",
         drop_ins["set"][0]["path"],
@@ -171,3 +168,33 @@ def test_memory_drop_ins_are_written_for_both_slots_of_instances_with_limits_and
         drop_ins["set"][1]["path"],
         *drop_ins["unset"],
     ]
+
+
+def test_removed_instances_are_those_with_a_file_that_are_no_longer_wanted() -> None:
+    slots = [{"prefix": "celery-worker@"}, {"prefix": "celery-worker-b@"}]
+    files = ["kept.env", "gone.env", ".hidden.env", "notes.txt", "old.env.bak", "a.env"]
+    removed = worker_removed_instances(
+        files, [{"name": "kept"}], slots, "/etc/celery/worker-instances", "/var/lib/celery"
+    )
+    assert removed["names"] == ["a", "gone"]
+    assert removed["units"] == [
+        "celery-worker@a.service",
+        "celery-worker-b@a.service",
+        "celery-worker@gone.service",
+        "celery-worker-b@gone.service",
+    ]
+    assert removed["paths"] == [
+        "/etc/celery/worker-instances/a.env",
+        "/etc/celery/worker-instances/gone.env",
+        "/var/lib/celery/worker-a",
+        "/var/lib/celery/worker-gone",
+        "/etc/systemd/system/celery-worker@a.service.d",
+        "/etc/systemd/system/celery-worker-b@a.service.d",
+        "/etc/systemd/system/celery-worker@gone.service.d",
+        "/etc/systemd/system/celery-worker-b@gone.service.d",
+    ]
+
+
+def test_no_removed_instances_when_every_file_is_wanted() -> None:
+    removed = worker_removed_instances(["a.env"], [{"name": "a"}], [{"prefix": "p@"}], "/d", "/s")
+    assert removed == {"names": [], "units": [], "paths": []}
