@@ -191,6 +191,9 @@ def test_the_installer_is_not_part_of_the_release(host) -> None:
     assert recap(result, host.backend.get_hostname())["changed"] == 0, result.stdout[-3000:]
     assert (current_release(host), pids(host)) == (before, pids_before)
     assert host.file(f"{INSTALL_DIR}/installers/uv-0.13.9/bin/uv").exists, "the scenario's release was not built by uv"
+    # What uv leaves in a release: a lock file anyone may write (0666) and the marks of a cache directory.
+    left = [name for name in (".lock", "CACHEDIR.TAG", ".gitignore") if host.file(f"{before}/{name}").exists]
+    assert left == [], f"uv's files left in the release {before}"
 
 
 WORKER_VALID = {

@@ -15,19 +15,27 @@ finish_release = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(finish_release)
 
 
-def test_modules_and_the_app_path_are_written_readable_by_all_and_the_app_is_found(tmp_path, monkeypatch) -> None:
+def test_leftovers_go_modules_and_the_app_path_are_written_readable_by_all_and_the_app_is_found(
+    tmp_path, monkeypatch
+) -> None:
     site_packages = tmp_path / "site-packages"
     site_packages.mkdir()
+    (tmp_path / ".lock").write_text("")
     app = tmp_path / "app"
     (app / "proj_app_under_test").mkdir(parents=True)
     (app / "proj_app_under_test" / "__init__.py").write_text("")
     monkeypatch.setattr(sys, "path", list(sys.path))
 
     missing = finish_release.finish(
-        str(site_packages), {"wrapper_a.py": "A = 1\n"}, str(app), ["json", "proj_app_under_test"]
+        str(site_packages),
+        [str(tmp_path / ".lock"), str(tmp_path / "CACHEDIR.TAG")],
+        {"wrapper_a.py": "A = 1\n"},
+        str(app),
+        ["json", "proj_app_under_test"],
     )
 
     assert missing == []
+    assert not (tmp_path / ".lock").exists()
     assert (site_packages / "wrapper_a.py").read_text() == "A = 1\n"
     assert (site_packages / "reliable_celery_app_path.pth").read_text() == f"{app}\n"
     for name in ("wrapper_a.py", "reliable_celery_app_path.pth"):
@@ -35,7 +43,7 @@ def test_modules_and_the_app_path_are_written_readable_by_all_and_the_app_is_fou
 
 
 def test_missing_packages_are_named_and_no_app_path_file_without_an_app_path(tmp_path) -> None:
-    missing = finish_release.finish(str(tmp_path), {}, "", ["json", "no_such_package_here", "nor_this_one"])
+    missing = finish_release.finish(str(tmp_path), [], {}, "", ["json", "no_such_package_here", "nor_this_one"])
     assert missing == ["no_such_package_here", "nor_this_one"]
     assert list(tmp_path.iterdir()) == []
 
@@ -49,7 +57,12 @@ def test_run_as_a_script_it_fails_naming_what_is_missing(tmp_path) -> None:
     (a virtualenv here)."""
     assert run(sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")).returncode == 0
     python = str(tmp_path / "venv" / "bin" / "python")
-    request = {"files": {"wrapper_b.py": "B = 2\n"}, "app_path": "", "import_check": ["wrapper_b", "absent_pkg"]}
+    request = {
+        "leftovers": [],
+        "files": {"wrapper_b.py": "B = 2\n"},
+        "app_path": "",
+        "import_check": ["wrapper_b", "absent_pkg"],
+    }
     result = run(python, "-c", FINISH_RELEASE.read_text(), stdin=json.dumps(request))
     assert result.returncode == 1
     assert result.stderr.strip() == "not installed in the release: absent_pkg"
