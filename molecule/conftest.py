@@ -261,20 +261,26 @@ def current_node(host, instance: str) -> str:
 SEND_TASKS = """
 import json, sys
 from reliable_celery_app import app
-ids = []
-for name, args, queue, *options in json.loads(sys.argv[1]):
-    ids.append(app.send_task(name, args=args, queue=queue or None, **(options[0] if options else {})).id)
-print(json.dumps(ids))
+for name, args, queue, options in json.loads(sys.argv[1]):
+    app.send_task(name, args=args, queue=queue or None, **options)
 """
 
 
 def send_tasks(host, tasks: list[tuple]) -> list[str]:
     """Send (name, args, queue[, options]) tasks without waiting for them; return their ids in order.
-    OPTIONS are send_task's, such as {"countdown": 30}."""
-    argv = ["/opt/celery/current/bin/python", "-c", SEND_TASKS, json.dumps(tasks)]
-    result, output = run_with_output(host, in_worker_environment("default", argv), "the sent tasks' ids")
+    OPTIONS are send_task's, such as {"countdown": 30}. The ids are chosen here, not read from the
+    sender's output: `systemd-run --wait` can return while its command still runs when systemd reloads
+    (a handover enables one slot and disables the other), and the output then comes too late (seen under
+    load in the restart scenario; systemd/systemd#27204 describes it for a re-exec)."""
+    ids = [str(uuid.uuid4()) for _ in tasks]
+    payload = [
+        [name, args, queue, {**(options[0] if options else {}), "task_id": task_id}]
+        for (name, args, queue, *options), task_id in zip(tasks, ids, strict=True)
+    ]
+    argv = ["/opt/celery/current/bin/python", "-c", SEND_TASKS, json.dumps(payload)]
+    result = host.run(in_worker_environment("default", argv))
     assert result.rc == 0, result.stderr
-    return json.loads(output.splitlines()[-1])
+    return ids
 
 
 def task_events(host, instance: str = "default") -> list[dict]:
