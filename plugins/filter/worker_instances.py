@@ -267,6 +267,14 @@ def worker_memory_drop_ins(instances, slots):
     return drop_ins
 
 
+INSTANCE_FILE_SUFFIX = ".env"
+
+
+def worker_instance_file(name, instance_dir):
+    """The file in INSTANCE_DIR of the instance NAME, with its options and environment (``%i`` for a unit's)."""
+    return f"{instance_dir}/{name}{INSTANCE_FILE_SUFFIX}"
+
+
 def worker_removed_instances(instance_files, instances, slots, instance_dir, state_dir):
     """The instances that have a file in INSTANCE_DIR (INSTANCE_FILES, the names of its files) but are no
     longer among INSTANCES: their ``names``, the ``units`` of both their slots, and the ``paths`` to
@@ -274,14 +282,16 @@ def worker_removed_instances(instance_files, instances, slots, instance_dir, sta
     are not instances."""
     wanted = {instance["name"] for instance in instances}
     names = sorted(
-        name[: -len(".env")]
+        name.removesuffix(INSTANCE_FILE_SUFFIX)
         for name in instance_files
-        if name.endswith(".env") and not name.startswith(".") and name[: -len(".env")] not in wanted
+        if name.endswith(INSTANCE_FILE_SUFFIX)
+        and not name.startswith(".")
+        and name.removesuffix(INSTANCE_FILE_SUFFIX) not in wanted
     )
     return {
         "names": names,
         "units": [f"{slot['prefix']}{name}.service" for name in names for slot in slots],
-        "paths": [f"{instance_dir}/{name}.env" for name in names]
+        "paths": [worker_instance_file(name, instance_dir) for name in names]
         + [f"{state_dir}/worker-{name}" for name in names]
         + [_drop_in_directory(slot, name) for name in names for slot in slots],
     }
@@ -298,4 +308,5 @@ class FilterModule:
             "worker_slot_units": worker_slot_units,
             "worker_memory_drop_ins": worker_memory_drop_ins,
             "worker_removed_instances": worker_removed_instances,
+            "worker_instance_file": worker_instance_file,
         }

@@ -4,6 +4,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 from ansible_collections.reliable.celery.plugins.filter.worker_instances import (
     managed_option,
+    worker_instance_file,
     worker_instances,
     worker_memory_drop_ins,
     worker_removed_instances,
@@ -198,3 +199,13 @@ def test_removed_instances_are_those_with_a_file_that_are_no_longer_wanted() -> 
 def test_no_removed_instances_when_every_file_is_wanted() -> None:
     removed = worker_removed_instances(["a.env"], [{"name": "a"}], [{"prefix": "p@"}], "/d", "/s")
     assert removed == {"names": [], "units": [], "paths": []}
+
+
+def test_the_file_the_role_writes_is_the_one_the_unit_reads_and_removal_finds() -> None:
+    assert worker_instance_file("%i", "/etc/celery/worker-instances") == "/etc/celery/worker-instances/%i.env"
+    written = worker_instance_file("w-1.x", "/etc/celery/worker-instances")
+    removed = worker_removed_instances(
+        [written.rsplit("/", 1)[1]], [], [{"prefix": "p@"}], "/etc/celery/worker-instances", "/s"
+    )
+    assert removed["names"] == ["w-1.x"]
+    assert written in removed["paths"]
