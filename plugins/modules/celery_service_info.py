@@ -74,6 +74,17 @@ options:
       - The directory above O(releases_dir), where a build directory C(.build-*) of an interrupted run may remain.
     type: path
     required: true
+  installers_dir:
+    description:
+      - The directory of the installers releases are built with (uv, once per version); its directories other
+        than O(installer_dir) are returned as RV(old_installers).
+    type: str
+    default: ""
+  installer_dir:
+    description:
+      - The directory in O(installers_dir) of the installer to keep.
+    type: str
+    default: ""
   credentials_dir:
     description:
       - The directory of the service's credential files.
@@ -147,6 +158,11 @@ release_markers:
   elements: dict
 stale_builds:
   description: The build directories (C(.build-*)) in O(install_dir).
+  returned: success
+  type: list
+  elements: str
+old_installers:
+  description: The directories in O(installers_dir) but O(installer_dir), of installers no longer used (old versions).
   returned: success
   type: list
   elements: str
@@ -318,6 +334,17 @@ def releases_state(releases_dir, install_dir):
     }
 
 
+def old_installers(installers_dir, installer_dir):
+    """The installers in INSTALLERS_DIR but INSTALLER_DIR (none without INSTALLERS_DIR)."""
+    if not installers_dir:
+        return []
+    kept = os.path.normpath(installer_dir) if installer_dir else None
+    found = entries(installers_dir)
+    return [
+        entry.path for entry in found if entry.is_dir(follow_symlinks=False) and os.path.normpath(entry.path) != kept
+    ]
+
+
 def app_of_release(marker):
     """The app directory a release's marker records and its tree's digest then (empty when it has none)."""
     try:
@@ -399,6 +426,8 @@ def main():
             "listed_dirs": {"type": "list", "elements": "path", "default": []},
             "releases_dir": {"type": "path", "required": True},
             "install_dir": {"type": "path", "required": True},
+            "installers_dir": {"type": "str", "default": ""},
+            "installer_dir": {"type": "str", "default": ""},
             "credentials_dir": {"type": "path", "required": True},
             "packages": {"type": "list", "elements": "str", "default": []},
             "app_path": {"type": "str", "default": ""},
@@ -426,6 +455,7 @@ def main():
         credentials=file_names(credentials),
         packages_missing=sorted(set(params["packages"]) - installed_packages()) if params["packages"] else [],
         processes=processes(),
+        old_installers=old_installers(params["installers_dir"], params["installer_dir"]),
         app_directory=app_directory(params["app_path"], params["user"], params["group"], releases["release_markers"])
         if params["app_path"]
         else None,

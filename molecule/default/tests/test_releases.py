@@ -196,6 +196,17 @@ def test_the_installer_is_not_part_of_the_release(host) -> None:
     assert left == [], f"uv's files left in the release {before}"
 
 
+def test_old_versions_of_uv_are_removed_and_nothing_restarts(host) -> None:
+    old = f"{INSTALL_DIR}/installers/uv-0.0.1"
+    host.run_test(f"mkdir -p {old}/bin && touch {old}/bin/uv")
+    pids_before = pids(host)
+    result = converged(host)
+    assert recap(result, host.backend.get_hostname())["changed"] == 1, result.stdout[-3000:]
+    assert not host.file(old).exists
+    assert host.file(f"{INSTALL_DIR}/installers/uv-0.13.9/bin/uv").exists
+    assert pids(host) == pids_before
+
+
 WORKER_VALID = {
     "test_role": "reliable.celery.celery_worker",
     "celery_worker_app": "reliable_celery_example.celery:app",

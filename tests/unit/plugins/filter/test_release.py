@@ -5,6 +5,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.reliable.celery.plugins.filter.release import (
     redact_urls,
     release_install_commands,
+    release_installers,
     release_prune,
     wheel_mismatches,
 )
@@ -152,6 +153,12 @@ def test_uv_is_installed_once_per_version_beside_the_releases_and_builds_with_th
     assert install[-2:] == ["-r", f"{BUILD}/install.txt"]
     # uv's world-writable lock file and its marks of a cache directory (which backup tools skip).
     assert built["leftovers"] == [f"{RELEASE}/.lock", f"{RELEASE}/CACHEDIR.TAG", f"{RELEASE}/.gitignore"]
+
+
+def test_uv_is_installed_where_the_installers_say() -> None:
+    installers = release_installers("/opt/celery", "0.13.9")
+    assert installers == {"dir": "/opt/celery/installers", "uv": "/opt/celery/installers/uv-0.13.9"}
+    assert commands("uv")["venv"][0] == installers["uv"] + "/bin/uv"
 
 
 @pytest.mark.parametrize("installer", ["pip", "uv"])

@@ -44,7 +44,10 @@ def test_a_fresh_host_has_no_releases_credentials_or_paths(module: Callable[...,
         "machine": os.uname().machine,
     }
     assert result["paths"] == {str(tmp_path / "missing"): {"exists": False, "isdir": False}}
-    for key in ("releases", "release_markers", "stale_builds", "old_requirements", "credentials", "packages_missing"):
+    for key in (
+        "releases", "release_markers", "stale_builds", "old_installers", "old_requirements", "credentials",
+        "packages_missing",
+    ):  # fmt: skip
         assert result[key] == [], key
 
 
@@ -88,6 +91,17 @@ def test_releases_are_listed_with_the_markers_of_the_complete_ones(module: Calla
     assert all(isinstance(marker["mtime"], float) for marker in result["release_markers"])
     assert result["stale_builds"] == [str(tmp_path / "opt" / ".build-partial")]
     assert result["old_requirements"] == [str(releases / "legacy" / "app-requirements.txt")]
+
+
+def test_installers_but_the_one_to_keep_are_old(module: Callable[..., dict], tmp_path: Path) -> None:
+    installers = tmp_path / "opt" / "installers"
+    for name in ("uv-0.13.8", "uv-0.13.9", "uv-0.14.0"):
+        (installers / name).mkdir(parents=True)
+    (installers / "a-file").write_text("")
+    kept = str(installers / "uv-0.13.9")
+    result = module(installers_dir=str(installers), installer_dir=kept + "/")
+    assert result["old_installers"] == [str(installers / "uv-0.13.8"), str(installers / "uv-0.14.0")]
+    assert module(installers_dir=str(tmp_path / "missing"), installer_dir=kept)["old_installers"] == []
 
 
 def test_paths_are_not_followed(module: Callable[..., dict], tmp_path: Path) -> None:
