@@ -30,6 +30,9 @@ The units run ``celery -A reliable_celery_app worker|beat|flower``. This module:
   it consumes every queue it started with, its broker connection is up and, when it has room for a
   message and has received none for a while, its canary makes the round trip through its own node's
   queue (``worker_direct``); from a thread while it does not consume (starting, reconnecting, draining);
+- in a RabbitMQ cluster (several AMQP broker URLs), when its canary waits and its node does not answer a
+  new connection within ``NODE_PROBE_SECONDS`` (frozen: the connection looks up while nothing comes
+  through it), drops that connection and consumes through the next node, the silent one last;
 - when a warm shutdown begins (``SIGTERM``) with tasks running, tells systemd
   (``EXTEND_TIMEOUT_USEC``) to wait for them until each is past its hard time limit (its own, else
   the longest task's of the settings, ``reliable_celery_stop``) and the stop timeout beyond, and
@@ -58,6 +61,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import reliable_celery_leases
 import reliable_celery_poison
@@ -73,6 +77,7 @@ from celery.signals import (
 )
 from celery.utils.nodenames import worker_direct
 from celery.worker import state as worker_state
+from kombu import Connection
 
 CREDENTIAL_SETTINGS = ("broker_url", "result_backend")
 # Celery's prefork pool learns that a pool process died when the process's exit wakes its event loop,
@@ -90,6 +95,10 @@ CANARY_TASK = "reliable_celery.canary"
 # A canary's send tries again once, on a fresh connection: the pool's may be the one a broker restart broke while
 # the consumer has already reconnected.
 CANARY_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0, "interval_max": 0}
+# A live RabbitMQ node answers a new connection in milliseconds; one that has not within this many seconds, while
+# the canary waits, is silent (frozen), and the worker consumes through another node of the cluster.
+NODE_PROBE_SECONDS = 1.0
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 # The settings' entry for leases: {"fallback_visibility_timeout": SECONDS}; absent: no leases.
 LEASE_SETTING = "reliable_celery_leases"
 # The settings' entry for poison containment: {"max_unfinished_runs": N, "dead_letter_queue": NAME}.
@@ -611,6 +620,108 @@ if WATCHDOG_INTERVAL is not None:
     threading.Thread(target=_ping_unless_consuming, name="reliable-celery-watchdog", daemon=True).start()
 if _canary is not None:
     task_received.connect(lambda **_kwargs: _canary.received(), weak=False)
+
+
+def cluster_urls(broker_url) -> list[str]:
+    """The broker URLs of a RabbitMQ cluster (``;``-separated or a list, every one AMQP, more than one), else []."""
+    urls = broker_url.split(";") if isinstance(broker_url, str) else list(broker_url or [])
+    urls = [url.strip() for url in urls if url and url.strip()]
+    amqp = all(url.split("://", 1)[0] in AMQP_SCHEMES for url in urls)
+    return urls if amqp and len(urls) > 1 else []
+
+
+def broker_node(url: str) -> tuple:
+    """The host and port a broker URL names."""
+    parts = urlsplit(url if "://" in url else "amqp://" + url)
+    return (parts.hostname, parts.port or (5671 if parts.scheme == "amqps" else 5672))
+
+
+def silent_node_last(urls: list[str], silent_url: str) -> list[str]:
+    """URLS with those of the node SILENT_URL names moved to the end: a new connection tries the others first instead
+    of waiting out its connect timeout on it."""
+    silent = broker_node(silent_url)
+    return [url for url in urls if broker_node(url) != silent] + [url for url in urls if broker_node(url) == silent]
+
+
+class _SilentNodeStep(_RepeatingStep):
+    """In a RabbitMQ cluster, leaves the node the consumer is connected to when it has gone silent (frozen: its
+    connections look up while nothing comes through them): the canary waits (it is not ``healthy``) and a new
+    connection to that node gets no answer within NODE_PROBE_SECONDS. A thread watches and probes, as the event loop
+    soon blocks: Celery's worker heartbeat events wait for the node's publisher confirms. When the node is silent,
+    the thread puts it last among the broker URLs and drops the connections to it (``leave``), which unblocks the
+    event loop (their close would wait for the node too); the event loop then raises a connection
+    error, as Celery's own heartbeat check does, and Celery reconnects through the other nodes. A live node whose
+    queue waits for its cluster (a frozen leader elsewhere) answers the probe: the worker keeps its connection and
+    its running tasks, which a lost AMQP connection would cancel."""
+
+    def __init__(self, c, **kwargs):
+        super().__init__(c, **kwargs)
+        self.c = self.url = None
+        self.probed = None  # when the last probe began: one per canary period
+        self.silent = None  # the URL the probe found silent
+        self.watching = False
+
+    def start(self, c):
+        self.c, self.url, self.silent = c, c.connection.as_uri(include_password=True), None
+        self.repeat(c, _canary.seconds / 4, functools.partial(self.check, c))
+        if not self.watching:
+            self.watching = True
+            threading.Thread(target=self.watch, name="reliable-celery-node-watch", daemon=True).start()
+
+    def check(self, c):
+        if self.silent is not None and self.silent == self.url:
+            raise ConnectionError(
+                f"the broker node {c.connection.as_uri()} answers no new connection while the worker's canary waits "
+                "for it: consuming through another node"
+            )
+
+    def watch(self):
+        while True:
+            time.sleep(_canary.seconds / 4)
+            if _consuming.is_set():
+                try:
+                    self.watch_once()
+                except Exception:  # the next look may do better; the watchdog still bounds a silent node
+                    logger.warning("watching the broker node failed", exc_info=True)
+
+    def watch_once(self):
+        c, url, now = self.c, self.url, time.monotonic()
+        if (self.probed is not None and now - self.probed < _canary.seconds) or _canary.healthy(_has_room(c)):
+            return
+        self.probed = now
+        connection = app.connection_for_read(url, connect_timeout=NODE_PROBE_SECONDS)
+        try:
+            connection.ensure_connection(max_retries=0)
+        except Exception as exc:
+            connection.collect()  # no close handshake with a node that does not answer
+            logger.warning("the broker node %s answers no new connection: %r", connection.as_uri(), exc)
+            self.leave(c, url)
+        else:
+            connection.release()
+
+    def leave(self, c, url):
+        """Put the node of URL last, and drop the connections to it that may hold a thread waiting for it: Celery's
+        events' and those of the app's pool (poison containment's and the canary's publishes). Publishes go
+        through a new pool, of the URLs in their new order, as Celery's own after-fork reset does."""
+        urls = ";".join(silent_node_last(cluster_urls(app.conf.broker_read_url), url))
+        app.conf.broker_read_url = app.conf.broker_write_url = urls
+        pool, app._pool, app.amqp._producer_pool = app._pool, None, None
+        events = getattr(getattr(c, "event_dispatcher", None), "connection", None)
+        for connection in [events, *_pooled_connections(pool)]:
+            if isinstance(connection, Connection) and broker_node(connection.as_uri()) == broker_node(url):
+                connection.collect()
+        self.silent = url
+
+
+def _pooled_connections(pool) -> list:
+    """The connections a kombu connection pool holds, idle (some not made yet) and in use."""
+    if pool is None:
+        return []
+    return [*getattr(getattr(pool, "_resource", None), "queue", ()), *getattr(pool, "_dirty", ())]
+
+
+if _canary is not None and cluster_urls(app.conf.broker_read_url):
+    app.steps["consumer"].add(_SilentNodeStep)
 
 
 def seconds_to_limits(requests, now, task_time_limit, max_task_seconds):

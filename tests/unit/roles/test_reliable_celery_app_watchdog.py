@@ -4,11 +4,13 @@ scenarios run it under systemd with real brokers."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from types import SimpleNamespace
 
 import pytest
+from kombu import Connection
 
 # The ping thread's interval is a quarter of this: it pings once, at import, within a test's span.
 WATCHDOG_USEC = "4000000000"
@@ -295,3 +297,132 @@ def test_the_worker_canary_retries_a_send_that_raised(import_watched, tmp_path, 
     assert [send[1:] for send in sends] == [("w1@host.dq2", True, 1)] * 2
     wrapper._canary.answered(sends[1][0])
     assert wrapper._canary.healthy(room=True)
+
+
+CLUSTER = "amqp://u:p@rc-n1:5672/celery;amqp://u:p@rc-n2:5672/celery;amqp://u:p@rc-n3/celery"
+
+
+def test_only_several_amqp_urls_are_a_cluster(import_wrapper) -> None:
+    wrapper = import_wrapper()
+    assert wrapper.cluster_urls(CLUSTER) == CLUSTER.split(";")
+    assert wrapper.cluster_urls(CLUSTER.split(";")) == CLUSTER.split(";")
+    assert wrapper.cluster_urls("amqp://u:p@rc-n1/celery") == []
+    assert wrapper.cluster_urls("redis://:p@rc-r1:6379/0;redis://:p@rc-r2:6379/0") == []
+
+
+def test_the_silent_node_goes_last_whatever_its_url_spells_of_the_port(import_wrapper) -> None:
+    wrapper = import_wrapper()
+    urls = CLUSTER.split(";")
+    assert wrapper.silent_node_last(urls, "amqp://u:p@rc-n1:5672/celery") == [urls[1], urls[2], urls[0]]
+    assert wrapper.silent_node_last(urls, "amqp://u:p@rc-n3:5672/celery") == urls
+
+
+class ProbedConnection:
+    """A new connection of the node probe: one that answers, or one whose handshake times out."""
+
+    def __init__(self, answers: bool) -> None:
+        self.answers = answers
+        self.ended: list[str] = []
+
+    def ensure_connection(self, max_retries):
+        assert max_retries == 0
+        if not self.answers:
+            raise TimeoutError("timed out")
+        return self
+
+    def as_uri(self):
+        return "amqp://u:**@rc-n1:5672/celery"
+
+    def collect(self):
+        self.ended.append("collect")
+
+    def release(self):
+        self.ended.append("release")
+
+
+def node_connection(url: str):
+    """A kombu connection (never connected) that records whether it was collected."""
+    connection = Connection(url)
+    connection.ended = []
+    connection.collect = lambda: connection.ended.append("collect")
+    return connection
+
+
+@pytest.fixture
+def cluster_worker(import_watched, tmp_path, clock, monkeypatch):
+    """A worker of a three-node cluster whose canary has waited its while for an answer, and the node probe's
+    connection (answers: False unless set)."""
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"worker_direct": True, "broker_url": CLUSTER}))
+    wrapper = import_watched(RELIABLE_CELERY_SETTINGS=str(settings))
+    wrapper._canary.clock, wrapper._canary.seconds = clock, 2.5
+    probed = ProbedConnection(answers=False)
+    monkeypatch.setattr(wrapper.app, "connection_for_read", lambda url, connect_timeout: probed)
+    consumer = Consumer(["celery"])
+    consumer.qos = SimpleNamespace(value=1)
+    consumer.connection.as_uri = lambda include_password=False: CLUSTER.split(";", maxsplit=1)[0]
+    # Celery's events, through the same node (its worker heartbeats would block on it), and the app's pool with a
+    # connection to each of two nodes.
+    consumer.event_dispatcher = SimpleNamespace(connection=node_connection(CLUSTER.split(";", maxsplit=1)[0]))
+    pooled = [node_connection(url) for url in CLUSTER.split(";")[:2]]
+    monkeypatch.setattr(
+        wrapper.app, "_pool", SimpleNamespace(_resource=SimpleNamespace(queue=[pooled[1]]), _dirty={pooled[0]})
+    )
+    step = wrapper._SilentNodeStep(consumer)
+    step.start(consumer)
+    wrapper._canary.restart()
+    wrapper._canary.sent("canary-1")
+    wrapper._canary.note_room(room=True)
+    clock.now += 2.5
+    consumer.pooled = pooled
+    return wrapper, consumer, step, probed
+
+
+def probe_once(_consumer, step) -> None:
+    step.watch_once()  # what the watching thread does every quarter canary period while the worker consumes
+
+
+def test_a_node_that_answers_no_new_connection_while_the_canary_waits_is_left_for_the_others(cluster_worker) -> None:
+    wrapper, consumer, step, probed = cluster_worker
+    assert "_SilentNodeStep" in {getattr(s, "__name__", s) for s in wrapper.app.steps["consumer"]}
+    probe_once(consumer, step)
+    assert probed.ended == ["collect"]
+    urls = CLUSTER.split(";")
+    assert (
+        wrapper.app.conf.broker_read_url == wrapper.app.conf.broker_write_url == ";".join([urls[1], urls[2], urls[0]])
+    )
+    assert consumer.event_dispatcher.connection.ended == ["collect"]
+    assert [connection.ended for connection in consumer.pooled] == [["collect"], []]
+    assert wrapper.app._pool is None  # publishes go through a new pool, of the URLs in their new order
+    with pytest.raises(ConnectionError, match="consuming through another node"):
+        consumer.tick()
+
+
+def test_a_live_node_keeps_the_connection_while_its_queue_waits_for_the_cluster(cluster_worker) -> None:
+    wrapper, consumer, step, probed = cluster_worker
+    probed.answers = True
+    probe_once(consumer, step)
+    assert probed.ended == ["release"]
+    consumer.tick()  # no error: the connection and its running tasks stay
+    assert consumer.event_dispatcher.connection.ended == []
+    assert wrapper.app._pool is not None
+
+
+def test_a_canary_that_comes_back_probes_nothing(cluster_worker) -> None:
+    wrapper, consumer, step, probed = cluster_worker
+    wrapper._canary.answered("canary-1")
+    probe_once(consumer, step)
+    assert probed.ended == []
+    consumer.tick()
+
+
+def test_a_probe_that_ends_after_a_reconnect_leaves_the_new_node_alone(cluster_worker) -> None:
+    _wrapper, consumer, step, _probed = cluster_worker
+    probe_once(consumer, step)
+    consumer.connection.as_uri = lambda include_password=False: CLUSTER.split(";")[1]
+    step.start(consumer)
+    consumer.tick()
+
+
+def test_a_single_broker_has_no_node_step(wrapper) -> None:
+    assert "_SilentNodeStep" not in {getattr(s, "__name__", s) for s in wrapper.app.steps["consumer"]}
