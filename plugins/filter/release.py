@@ -97,11 +97,10 @@ def wheel_mismatches(filenames, python_version, machine):
 INSTALLERS = ("pip", "uv")
 
 
-def release_installers(install_dir, uv_version):
-    """Where installers are installed on the host (pip comes with each release): ``dir``, INSTALL_DIR/installers,
-    and ``uv``, the directory of uv's UV_VERSION in it, installed once per version."""
-    installers_dir = f"{install_dir}/installers"
-    return {"dir": installers_dir, "uv": f"{installers_dir}/uv-{uv_version}"}
+def release_uv_dir(install_dir, uv_version):
+    """Where uv's UV_VERSION is installed, once per version: INSTALL_DIR/installers/uv-VERSION. pip comes with
+    each release."""
+    return f"{install_dir}/installers/uv-{uv_version}"
 
 
 def release_install_commands(installer, build, uv_version, variable):
@@ -131,7 +130,7 @@ def release_install_commands(installer, build, uv_version, variable):
             "install": [f"{release_dir}/bin/pip", *pip_install, *requirements],
             "leftovers": [],
         }
-    uv_dir = release_installers(build["install_dir"], uv_version)["uv"]
+    uv_dir = release_uv_dir(build["install_dir"], uv_version)
     uv = f"{uv_dir}/bin/uv"
     return {
         "installer": [
@@ -158,6 +157,6 @@ class FilterModule:
             "release_prune": release_prune,
             "wheel_mismatches": wheel_mismatches,
             "release_install_commands": release_install_commands,
-            "release_installers": release_installers,
+            "release_uv_dir": release_uv_dir,
             "redact_urls": redact_urls,
         }

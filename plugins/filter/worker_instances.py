@@ -281,13 +281,12 @@ def worker_removed_instances(instance_files, instances, slots, instance_dir, sta
     remove (instance file, state directory below STATE_DIR, each slot's drop-in directory). Hidden files
     are not instances."""
     wanted = {instance["name"] for instance in instances}
-    names = sorted(
+    on_host = (
         name.removesuffix(INSTANCE_FILE_SUFFIX)
         for name in instance_files
-        if name.endswith(INSTANCE_FILE_SUFFIX)
-        and not name.startswith(".")
-        and name.removesuffix(INSTANCE_FILE_SUFFIX) not in wanted
+        if name.endswith(INSTANCE_FILE_SUFFIX) and not name.startswith(".")
     )
+    names = sorted(name for name in on_host if name not in wanted)
     return {
         "names": names,
         "units": [f"{slot['prefix']}{name}.service" for name in names for slot in slots],

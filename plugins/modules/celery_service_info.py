@@ -74,15 +74,10 @@ options:
       - The directory above O(releases_dir), where a build directory C(.build-*) of an interrupted run may remain.
     type: path
     required: true
-  installers_dir:
-    description:
-      - The directory of the installers releases are built with (uv, once per version); its directories other
-        than O(installer_dir) are returned as RV(old_installers).
-    type: str
-    default: ""
   installer_dir:
     description:
-      - The directory in O(installers_dir) of the installer to keep.
+      - The directory of the installer to keep (uv, installed once per version); the other directories beside it
+        are old versions, returned as RV(old_installers). Empty for none.
     type: str
     default: ""
   credentials_dir:
@@ -162,7 +157,7 @@ stale_builds:
   type: list
   elements: str
 old_installers:
-  description: The directories in O(installers_dir) but O(installer_dir), of installers no longer used (old versions).
+  description: The directories beside O(installer_dir), of installers no longer used (old versions).
   returned: success
   type: list
   elements: str
@@ -334,15 +329,13 @@ def releases_state(releases_dir, install_dir):
     }
 
 
-def old_installers(installers_dir, installer_dir):
-    """The installers in INSTALLERS_DIR but INSTALLER_DIR (none without INSTALLERS_DIR)."""
-    if not installers_dir:
+def old_installers(installer_dir):
+    """The directories beside INSTALLER_DIR (none without it)."""
+    if not installer_dir:
         return []
-    kept = os.path.normpath(installer_dir) if installer_dir else None
-    found = entries(installers_dir)
-    return [
-        entry.path for entry in found if entry.is_dir(follow_symlinks=False) and os.path.normpath(entry.path) != kept
-    ]
+    kept = os.path.normpath(installer_dir)
+    found = entries(os.path.dirname(kept))
+    return [entry.path for entry in found if entry.is_dir(follow_symlinks=False) and entry.path != kept]
 
 
 def app_of_release(marker):
@@ -426,7 +419,6 @@ def main():
             "listed_dirs": {"type": "list", "elements": "path", "default": []},
             "releases_dir": {"type": "path", "required": True},
             "install_dir": {"type": "path", "required": True},
-            "installers_dir": {"type": "str", "default": ""},
             "installer_dir": {"type": "str", "default": ""},
             "credentials_dir": {"type": "path", "required": True},
             "packages": {"type": "list", "elements": "str", "default": []},
@@ -455,7 +447,7 @@ def main():
         credentials=file_names(credentials),
         packages_missing=sorted(set(params["packages"]) - installed_packages()) if params["packages"] else [],
         processes=processes(),
-        old_installers=old_installers(params["installers_dir"], params["installer_dir"]),
+        old_installers=old_installers(params["installer_dir"]),
         app_directory=app_directory(params["app_path"], params["user"], params["group"], releases["release_markers"])
         if params["app_path"]
         else None,

@@ -669,7 +669,7 @@ class _SilentNodeStep(_RepeatingStep):
             threading.Thread(target=self.watch, name="reliable-celery-node-watch", daemon=True).start()
 
     def check(self, c):
-        if self.silent is not None and self.silent == self.url:
+        if self.silent == self.url:
             raise ConnectionError(
                 f"the broker node {c.connection.as_uri()} answers no new connection while the worker's canary waits "
                 "for it: consuming through another node"

@@ -378,14 +378,10 @@ def cluster_worker(import_watched, tmp_path, clock, monkeypatch):
     return wrapper, consumer, step, probed
 
 
-def probe_once(_consumer, step) -> None:
-    step.watch_once()  # what the watching thread does every quarter canary period while the worker consumes
-
-
 def test_a_node_that_answers_no_new_connection_while_the_canary_waits_is_left_for_the_others(cluster_worker) -> None:
     wrapper, consumer, step, probed = cluster_worker
     assert "_SilentNodeStep" in {getattr(s, "__name__", s) for s in wrapper.app.steps["consumer"]}
-    probe_once(consumer, step)
+    step.watch_once()  # what the watching thread does every quarter canary period while the worker consumes
     assert probed.ended == ["collect"]
     urls = CLUSTER.split(";")
     assert (
@@ -401,7 +397,7 @@ def test_a_node_that_answers_no_new_connection_while_the_canary_waits_is_left_fo
 def test_a_live_node_keeps_the_connection_while_its_queue_waits_for_the_cluster(cluster_worker) -> None:
     wrapper, consumer, step, probed = cluster_worker
     probed.answers = True
-    probe_once(consumer, step)
+    step.watch_once()
     assert probed.ended == ["release"]
     consumer.tick()  # no error: the connection and its running tasks stay
     assert consumer.event_dispatcher.connection.ended == []
@@ -411,16 +407,16 @@ def test_a_live_node_keeps_the_connection_while_its_queue_waits_for_the_cluster(
 def test_a_canary_that_comes_back_probes_nothing(cluster_worker) -> None:
     wrapper, consumer, step, probed = cluster_worker
     wrapper._canary.answered("canary-1")
-    probe_once(consumer, step)
+    step.watch_once()
     assert probed.ended == []
     consumer.tick()
 
 
 def test_a_probe_that_ends_after_a_reconnect_leaves_the_new_node_alone(cluster_worker) -> None:
     _wrapper, consumer, step, _probed = cluster_worker
-    probe_once(consumer, step)
     consumer.connection.as_uri = lambda include_password=False: CLUSTER.split(";")[1]
-    step.start(consumer)
+    step.start(consumer)  # the consumer reconnected through rc-n2 while a probe of rc-n1 ran
+    step.leave(consumer, CLUSTER.split(";", maxsplit=1)[0])
     consumer.tick()
 
 

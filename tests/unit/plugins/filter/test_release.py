@@ -5,8 +5,8 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.reliable.celery.plugins.filter.release import (
     redact_urls,
     release_install_commands,
-    release_installers,
     release_prune,
+    release_uv_dir,
     wheel_mismatches,
 )
 
@@ -155,10 +155,9 @@ def test_uv_is_installed_once_per_version_beside_the_releases_and_builds_with_th
     assert built["leftovers"] == [f"{RELEASE}/.lock", f"{RELEASE}/CACHEDIR.TAG", f"{RELEASE}/.gitignore"]
 
 
-def test_uv_is_installed_where_the_installers_say() -> None:
-    installers = release_installers("/opt/celery", "0.13.9")
-    assert installers == {"dir": "/opt/celery/installers", "uv": "/opt/celery/installers/uv-0.13.9"}
-    assert commands("uv")["venv"][0] == installers["uv"] + "/bin/uv"
+def test_uv_is_installed_in_its_directory_of_the_version() -> None:
+    assert release_uv_dir("/opt/celery", "0.13.9") == "/opt/celery/installers/uv-0.13.9"
+    assert commands("uv")["venv"][0] == release_uv_dir("/opt/celery", "0.13.9") + "/bin/uv"
 
 
 @pytest.mark.parametrize("installer", ["pip", "uv"])

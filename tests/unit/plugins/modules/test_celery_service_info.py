@@ -99,9 +99,9 @@ def test_installers_but_the_one_to_keep_are_old(module: Callable[..., dict], tmp
         (installers / name).mkdir(parents=True)
     (installers / "a-file").write_text("")
     kept = str(installers / "uv-0.13.9")
-    result = module(installers_dir=str(installers), installer_dir=kept + "/")
+    result = module(installer_dir=kept + "/")
     assert result["old_installers"] == [str(installers / "uv-0.13.8"), str(installers / "uv-0.14.0")]
-    assert module(installers_dir=str(tmp_path / "missing"), installer_dir=kept)["old_installers"] == []
+    assert module(installer_dir=str(tmp_path / "missing" / "uv-0.13.9"))["old_installers"] == []
 
 
 def test_paths_are_not_followed(module: Callable[..., dict], tmp_path: Path) -> None:
