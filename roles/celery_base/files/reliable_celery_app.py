@@ -30,8 +30,8 @@ The units run ``celery -A reliable_celery_app worker|beat|flower``. This module:
   it consumes every queue it started with, its broker connection is up and, when it has room for a
   message and has received none for a while, its canary makes the round trip through its own node's
   queue (``worker_direct``); from a thread while it does not consume (starting, reconnecting, draining);
-- in a RabbitMQ cluster (several AMQP broker URLs), when its canary waits and its node does not answer a
-  new connection within ``NODE_PROBE_SECONDS`` (frozen: the connection looks up while nothing comes
+- in a RabbitMQ cluster (several AMQP broker URLs), when its canary has waited ``NODE_PROBE_SECONDS`` and its
+  node does not answer a new connection within as long (frozen: the connection looks up while nothing comes
   through it), drops that connection and consumes through the next node, the silent one last;
 - when a warm shutdown begins (``SIGTERM``) with tasks running, tells systemd
   (``EXTEND_TIMEOUT_USEC``) to wait for them until each is past its hard time limit (its own, else
@@ -78,6 +78,7 @@ from celery.signals import (
 from celery.utils.nodenames import worker_direct
 from celery.worker import state as worker_state
 from kombu import Connection
+from kombu import pools as kombu_pools
 
 CREDENTIAL_SETTINGS = ("broker_url", "result_backend")
 # Celery's prefork pool learns that a pool process died when the process's exit wakes its event loop,
@@ -95,9 +96,12 @@ CANARY_TASK = "reliable_celery.canary"
 # A canary's send tries again once, on a fresh connection: the pool's may be the one a broker restart broke while
 # the consumer has already reconnected.
 CANARY_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0, "interval_max": 0}
-# A live RabbitMQ node answers a new connection in milliseconds; one that has not within this many seconds, while
-# the canary waits, is silent (frozen), and the worker consumes through another node of the cluster.
+# A live RabbitMQ node answers a new connection in milliseconds, and passes the canary on as fast: once the canary
+# has waited this many seconds, a new connection to the worker's node is tried, and a node that has not answered it
+# within as long is silent (frozen): the worker consumes through another node of the cluster.
 NODE_PROBE_SECONDS = 1.0
+# How often the threads look whether the canary is due or waits, and the event loop whether its node is silent.
+CANARY_LOOK_SECONDS = 0.25
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 # The settings' entry for leases: {"fallback_visibility_timeout": SECONDS}; absent: no leases.
 LEASE_SETTING = "reliable_celery_leases"
@@ -553,9 +557,13 @@ class Canary:
             self.received()
 
     def healthy(self, room: bool) -> bool:
+        return not self.waited(room, self.seconds)
+
+    def waited(self, room: bool, seconds: float) -> bool:
+        """Whether the canary out has waited SECONDS for its answer while the worker had room."""
         if not self.note_room(room) or self.outstanding is None:
-            return True
-        return self.clock() - max(self.outstanding[1], self.room_since) < self.seconds
+            return False
+        return self.clock() - max(self.outstanding[1], self.room_since) >= seconds
 
     def note_room(self, room: bool) -> bool:
         """Remember since when the worker has had room (None: it has none); return ROOM."""
@@ -584,7 +592,7 @@ class _WorkerCanary(Canary):
         """Send a canary when one is due, while the worker consumes. Its publish may block (a frozen broker):
         it counts as out from before, and the worker stops being healthy meanwhile."""
         while True:
-            time.sleep(self.seconds / 4)
+            time.sleep(CANARY_LOOK_SECONDS)
             if _consuming.is_set() and self.due(_has_room(c)):
                 self.send()
 
@@ -613,7 +621,7 @@ def _has_room(c) -> bool:
 WATCHDOG_INTERVAL = _watchdog_interval()
 _consuming = threading.Event()
 # The canary's round trip when systemd watches the worker and its node has its own queue (the role sets
-# worker_direct with the watchdog): one goes out at most every half ping interval, a quarter of it late at most.
+# worker_direct with the watchdog): one goes out at most every half ping interval, CANARY_LOOK_SECONDS late at most.
 _canary = _WorkerCanary(WATCHDOG_INTERVAL / 2) if WATCHDOG_INTERVAL is not None and app.conf.worker_direct else None
 if WATCHDOG_INTERVAL is not None:
     app.steps["consumer"].add(_WatchdogStep)
@@ -645,8 +653,8 @@ def silent_node_last(urls: list[str], silent_url: str) -> list[str]:
 
 class _SilentNodeStep(_RepeatingStep):
     """In a RabbitMQ cluster, leaves the node the consumer is connected to when it has gone silent (frozen: its
-    connections look up while nothing comes through them): the canary waits (it is not ``healthy``) and a new
-    connection to that node gets no answer within NODE_PROBE_SECONDS. A thread watches and probes, as the event loop
+    connections look up while nothing comes through them): the canary has waited NODE_PROBE_SECONDS and a new
+    connection to that node gets no answer within as long. A thread watches and probes, as the event loop
     soon blocks: Celery's worker heartbeat events wait for the node's publisher confirms. When the node is silent,
     the thread puts it last among the broker URLs and drops the connections to it (``leave``), which unblocks the
     event loop (their close would wait for the node too); the event loop then raises a connection
@@ -663,7 +671,7 @@ class _SilentNodeStep(_RepeatingStep):
 
     def start(self, c):
         self.c, self.url, self.silent = c, c.connection.as_uri(include_password=True), None
-        self.repeat(c, _canary.seconds / 4, functools.partial(self.check, c))
+        self.repeat(c, CANARY_LOOK_SECONDS, functools.partial(self.check, c))
         if not self.watching:
             self.watching = True
             threading.Thread(target=self.watch, name="reliable-celery-node-watch", daemon=True).start()
@@ -677,7 +685,7 @@ class _SilentNodeStep(_RepeatingStep):
 
     def watch(self):
         while True:
-            time.sleep(_canary.seconds / 4)
+            time.sleep(CANARY_LOOK_SECONDS)
             if _consuming.is_set():
                 try:
                     self.watch_once()
@@ -686,7 +694,9 @@ class _SilentNodeStep(_RepeatingStep):
 
     def watch_once(self):
         c, url, now = self.c, self.url, time.monotonic()
-        if (self.probed is not None and now - self.probed < _canary.seconds) or _canary.healthy(_has_room(c)):
+        if (self.probed is not None and now - self.probed < _canary.seconds) or not _canary.waited(
+            _has_room(c), NODE_PROBE_SECONDS
+        ):
             return
         self.probed = now
         connection = app.connection_for_read(url, connect_timeout=NODE_PROBE_SECONDS)
@@ -701,13 +711,19 @@ class _SilentNodeStep(_RepeatingStep):
 
     def leave(self, c, url):
         """Put the node of URL last, and drop the connections to it that may hold a thread waiting for it: Celery's
-        events' and those of the app's pool (poison containment's and the canary's publishes). Publishes go
-        through a new pool, of the URLs in their new order, as Celery's own after-fork reset does."""
+        events' and those of the connection pools (poison containment's and the canary's publishes). Publishes go
+        through new pools, of the URLs in their new order, as Celery's own after-fork reset does; kombu keeps its
+        pools by their first URL, so they are forgotten too: a later order starting with the same node would get
+        an old pool back, whose connections may have failed over to a node that went silent since."""
         urls = ";".join(silent_node_last(cluster_urls(app.conf.broker_read_url), url))
         app.conf.broker_read_url = app.conf.broker_write_url = urls
-        pool, app._pool, app.amqp._producer_pool = app._pool, None, None
+        pools = {id(pool): pool for pool in [app._pool, *kombu_pools.connections.values()] if pool is not None}
+        app._pool = app.amqp._producer_pool = None
+        kombu_pools.connections.clear()
+        kombu_pools.producers.clear()
         events = getattr(getattr(c, "event_dispatcher", None), "connection", None)
-        for connection in [events, *_pooled_connections(pool)]:
+        pooled = [connection for pool in pools.values() for connection in _pooled_connections(pool)]
+        for connection in [events, *pooled]:
             if isinstance(connection, Connection) and broker_node(connection.as_uri()) == broker_node(url):
                 connection.collect()
         self.silent = url
@@ -715,8 +731,6 @@ class _SilentNodeStep(_RepeatingStep):
 
 def _pooled_connections(pool) -> list:
     """The connections a kombu connection pool holds, idle (some not made yet) and in use."""
-    if pool is None:
-        return []
     return [*getattr(getattr(pool, "_resource", None), "queue", ()), *getattr(pool, "_dirty", ())]
 
 

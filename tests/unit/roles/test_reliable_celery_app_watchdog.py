@@ -9,6 +9,7 @@ import os
 import time
 from types import SimpleNamespace
 
+import kombu.pools
 import pytest
 from kombu import Connection
 
@@ -350,8 +351,8 @@ def node_connection(url: str):
 
 @pytest.fixture
 def cluster_worker(import_watched, tmp_path, clock, monkeypatch):
-    """A worker of a three-node cluster whose canary has waited its while for an answer, and the node probe's
-    connection (answers: False unless set)."""
+    """A worker of a three-node cluster whose canary has waited NODE_PROBE_SECONDS for an answer, and the node
+    probe's connection (answers: False unless set)."""
     settings = tmp_path / "settings.json"
     settings.write_text(json.dumps({"worker_direct": True, "broker_url": CLUSTER}))
     wrapper = import_watched(RELIABLE_CELERY_SETTINGS=str(settings))
@@ -373,7 +374,7 @@ def cluster_worker(import_watched, tmp_path, clock, monkeypatch):
     wrapper._canary.restart()
     wrapper._canary.sent("canary-1")
     wrapper._canary.note_room(room=True)
-    clock.now += 2.5
+    clock.now += wrapper.NODE_PROBE_SECONDS
     consumer.pooled = pooled
     return wrapper, consumer, step, probed
 
@@ -381,7 +382,7 @@ def cluster_worker(import_watched, tmp_path, clock, monkeypatch):
 def test_a_node_that_answers_no_new_connection_while_the_canary_waits_is_left_for_the_others(cluster_worker) -> None:
     wrapper, consumer, step, probed = cluster_worker
     assert "_SilentNodeStep" in {getattr(s, "__name__", s) for s in wrapper.app.steps["consumer"]}
-    step.watch_once()  # what the watching thread does every quarter canary period while the worker consumes
+    step.watch_once()  # what the watching thread does every CANARY_LOOK_SECONDS while the worker consumes
     assert probed.ended == ["collect"]
     urls = CLUSTER.split(";")
     assert (
@@ -392,6 +393,23 @@ def test_a_node_that_answers_no_new_connection_while_the_canary_waits_is_left_fo
     assert wrapper.app._pool is None  # publishes go through a new pool, of the URLs in their new order
     with pytest.raises(ConnectionError, match="consuming through another node"):
         consumer.tick()
+
+
+def test_leaving_a_node_forgets_kombus_pools_as_they_are_kept_by_their_first_url(cluster_worker, monkeypatch) -> None:
+    """A pool kombu kept for an order of the URLs that starts with the same node as a later one would come back,
+    with its connections to wherever they failed over: the ones to the silent node are dropped, the pools forgotten."""
+    _wrapper, _consumer, step, _probed = cluster_worker
+    urls = CLUSTER.split(";")
+    kept = [node_connection(urls[0]), node_connection(urls[2])]
+    monkeypatch.setattr(kombu.pools, "connections", kombu.pools.Connections(limit=10))
+    monkeypatch.setattr(kombu.pools, "producers", kombu.pools.Producers(limit=10))
+    kombu.pools.connections[Connection(";".join([urls[1], urls[2], urls[0]]))] = SimpleNamespace(
+        _resource=SimpleNamespace(queue=[kept[1]]), _dirty={kept[0]}
+    )
+    step.watch_once()
+    assert [connection.ended for connection in kept] == [["collect"], []]
+    assert len(kombu.pools.connections) == 0
+    assert len(kombu.pools.producers) == 0
 
 
 def test_a_live_node_keeps_the_connection_while_its_queue_waits_for_the_cluster(cluster_worker) -> None:
@@ -407,6 +425,14 @@ def test_a_live_node_keeps_the_connection_while_its_queue_waits_for_the_cluster(
 def test_a_canary_that_comes_back_probes_nothing(cluster_worker) -> None:
     wrapper, consumer, step, probed = cluster_worker
     wrapper._canary.answered("canary-1")
+    step.watch_once()
+    assert probed.ended == []
+    consumer.tick()
+
+
+def test_a_canary_late_by_less_than_the_probe_time_probes_nothing(cluster_worker, clock) -> None:
+    wrapper, consumer, step, probed = cluster_worker
+    clock.now -= wrapper.NODE_PROBE_SECONDS / 2
     step.watch_once()
     assert probed.ended == []
     consumer.tick()
