@@ -4,10 +4,11 @@
 # on the chaos scenarios' hosts the stack (benchmarks/stack.py), crash recovery and poison tasks
 # (benchmarks/crash.py) and hung workers with systemd's watchdog, with a 30-minute soak
 # (benchmarks/watchdog.py), a release's build with pip and with uv in a container of the test-host
-# image (benchmarks/installers.py), and deploys of ten worker hosts (benchmarks/fleet.py, molecule/fleet).
+# image (benchmarks/installers.py), deploys of ten worker hosts (benchmarks/fleet.py, molecule/fleet)
+# and a RabbitMQ cluster losing a node (benchmarks/ha.py, molecule/ha-rabbitmq).
 # A report, not an assertion: figures on a busy machine vary, so this is not part of `make test`.
 # Arguments name the parts to run again, as PART (every suite) or PART:SUITE (restart, stack, crash,
-# watchdog, install, fleet; e.g. stack:trixie); the others come from their last report in .cache/benchmarks.
+# watchdog, install, fleet, ha; e.g. stack:trixie); the others come from their last report in .cache/benchmarks.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 activate_toolchain
 cd "$REPO_ROOT"
@@ -17,10 +18,11 @@ export RELIABLE_CELERY_EXAMPLE_WHEELHOUSE
 reports="$REPO_ROOT/.cache/benchmarks"
 mkdir -p "$reports"
 
+all_parts=(restart stack crash watchdog install fleet ha)
 parts=("$@")
-((${#parts[@]})) || parts=(restart stack crash watchdog install fleet)
+((${#parts[@]})) || parts=("${all_parts[@]}")
 for suite in "${TESTHOST_SUITES[@]}"; do
-  for part in restart stack crash watchdog install fleet; do
+  for part in "${all_parts[@]}"; do
     report="$reports/$part-$suite.md"
     [[ " ${parts[*]} " == *" $part "* || " ${parts[*]} " == *" $part:$suite "* || ! -f "$report" ]] || continue
     (
@@ -33,15 +35,11 @@ for suite in "${TESTHOST_SUITES[@]}"; do
           && python benchmarks/restart_gap.py --output "$report" || status=$?
         molecule destroy -s restart >/dev/null
         ((status == 0)) || die "the restart benchmark on $suite failed"
-      elif [[ "$part" == fleet ]]; then
-        log "fleet benchmark on $suite (molecule scenario fleet)"
-        python benchmarks/fleet.py --output "$report" || die "the fleet benchmark on $suite failed"
-      elif [[ "$part" == install ]]; then
-        log "install benchmark on $suite (a container of the test-host image)"
-        python benchmarks/installers.py --output "$report" || die "the install benchmark on $suite failed"
       else
-        log "$part benchmark on $suite (molecule scenarios chaos-redis and chaos-rabbitmq)"
-        python "benchmarks/$part.py" --output "$report" || die "the $part benchmark on $suite failed"
+        script="benchmarks/$part.py"
+        [[ "$part" == install ]] && script=benchmarks/installers.py
+        log "$part benchmark on $suite ($script)"
+        python "$script" --output "$report" || die "the $part benchmark on $suite failed"
       fi
     )
   done
@@ -53,7 +51,7 @@ done
   echo "Written by \`make benchmark\`. Figures, not assertions: they vary with the machine and its load."
   echo "The pass/fail proofs are the molecule scenarios (docs/testing.md)."
   for suite in "${TESTHOST_SUITES[@]}"; do
-    for part in restart stack crash watchdog install fleet; do
+    for part in "${all_parts[@]}"; do
       [[ -f "$reports/$part-$suite.md" ]] && { echo; cat "$reports/$part-$suite.md"; }
     done
   done
