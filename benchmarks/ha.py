@@ -62,7 +62,9 @@ def measure(tasks: int) -> tuple[float, list[dict], str]:
         finally:
             molecule(env, "destroy", check=False)
         rows = [json.loads(line) for line in record.read().splitlines()]
-    failure = "" if result.returncode == 0 else (result.stdout + result.stderr)[-1500:].strip()
+    # pytest's error lines (E ...) and the tests that failed
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith(("E ", "FAILED"))]
+    failure = "\n".join(errors[-40:]) if result.returncode != 0 else ""
     return converge_seconds, rows, failure
 
 
