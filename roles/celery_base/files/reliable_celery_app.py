@@ -717,12 +717,12 @@ class _SilentNodeStep(_RepeatingStep):
         an old pool back, whose connections may have failed over to a node that went silent since."""
         urls = ";".join(silent_node_last(cluster_urls(app.conf.broker_read_url), url))
         app.conf.broker_read_url = app.conf.broker_write_url = urls
-        pools = {id(pool): pool for pool in [app._pool, *kombu_pools.connections.values()] if pool is not None}
+        pools = list(kombu_pools.connections.values())  # the app's pool among them: Celery takes it from kombu
         app._pool = app.amqp._producer_pool = None
         kombu_pools.connections.clear()
         kombu_pools.producers.clear()
         events = getattr(getattr(c, "event_dispatcher", None), "connection", None)
-        pooled = [connection for pool in pools.values() for connection in _pooled_connections(pool)]
+        pooled = [connection for pool in pools for connection in _pooled_connections(pool)]
         for connection in [events, *pooled]:
             if isinstance(connection, Connection) and broker_node(connection.as_uri()) == broker_node(url):
                 connection.collect()

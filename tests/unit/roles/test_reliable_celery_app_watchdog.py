@@ -365,10 +365,13 @@ def cluster_worker(import_watched, tmp_path, clock, monkeypatch):
     # Celery's events, through the same node (its worker heartbeats would block on it), and the app's pool with a
     # connection to each of two nodes.
     consumer.event_dispatcher = SimpleNamespace(connection=node_connection(CLUSTER.split(";", maxsplit=1)[0]))
+    # Celery's app.pool is the pool kombu keeps for the app's URLs.
     pooled = [node_connection(url) for url in CLUSTER.split(";")[:2]]
-    monkeypatch.setattr(
-        wrapper.app, "_pool", SimpleNamespace(_resource=SimpleNamespace(queue=[pooled[1]]), _dirty={pooled[0]})
-    )
+    pool = SimpleNamespace(_resource=SimpleNamespace(queue=[pooled[1]]), _dirty={pooled[0]})
+    monkeypatch.setattr(kombu.pools, "connections", kombu.pools.Connections(limit=10))
+    monkeypatch.setattr(kombu.pools, "producers", kombu.pools.Producers(limit=10))
+    kombu.pools.connections[Connection(CLUSTER)] = pool
+    monkeypatch.setattr(wrapper.app, "_pool", pool)
     step = wrapper._SilentNodeStep(consumer)
     step.start(consumer)
     wrapper._canary.restart()
@@ -395,14 +398,12 @@ def test_a_node_that_answers_no_new_connection_while_the_canary_waits_is_left_fo
         consumer.tick()
 
 
-def test_leaving_a_node_forgets_kombus_pools_as_they_are_kept_by_their_first_url(cluster_worker, monkeypatch) -> None:
+def test_leaving_a_node_forgets_kombus_pools_as_they_are_kept_by_their_first_url(cluster_worker) -> None:
     """A pool kombu kept for an order of the URLs that starts with the same node as a later one would come back,
     with its connections to wherever they failed over: the ones to the silent node are dropped, the pools forgotten."""
     _wrapper, _consumer, step, _probed = cluster_worker
     urls = CLUSTER.split(";")
     kept = [node_connection(urls[0]), node_connection(urls[2])]
-    monkeypatch.setattr(kombu.pools, "connections", kombu.pools.Connections(limit=10))
-    monkeypatch.setattr(kombu.pools, "producers", kombu.pools.Producers(limit=10))
     kombu.pools.connections[Connection(";".join([urls[1], urls[2], urls[0]]))] = SimpleNamespace(
         _resource=SimpleNamespace(queue=[kept[1]]), _dirty={kept[0]}
     )
