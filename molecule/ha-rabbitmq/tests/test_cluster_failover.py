@@ -103,6 +103,16 @@ def healthy(brokers) -> bool:
     return len(state.get("online", [])) == len(BROKERS)
 
 
+def whole(brokers) -> bool:
+    """Whether every node counts every node as running: a node that runs apart after a freeze does not
+    (nor do the others count it), although its quorum queue members are online."""
+    for host in brokers:
+        status = rabbitmqctl_json(host, "cluster_status")
+        if not status or len(status.get("running_nodes", [])) != len(BROKERS):
+            return False
+    return True
+
+
 def published(worker) -> tuple[dict[str, float], int, bool]:
     """The publisher's confirmed tasks (id: time), its retries and whether it is done."""
     sent, retries, done = {}, 0, False
@@ -170,6 +180,7 @@ def recover(kind: str, node: str, brokers: dict) -> None:
     # systemd restarts a SIGKILLed RabbitMQ (Restart=on-failure); a stopped host boots it.
     wait_for(lambda: brokers[node].run("systemctl is-active rabbitmq-server.service").rc == 0, 180, f"{node} up")
     wait_for(lambda: healthy(brokers.values()), 180, "every member of the quorum queue online")
+    wait_for(lambda: whole(brokers.values()), 180, "every node running with all the others")
 
 
 @pytest.mark.parametrize("fault", FAULTS)
