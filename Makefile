@@ -70,8 +70,8 @@ build: venv
 molecule: setup
 	@scripts/molecule.sh $(SCENARIO)
 
-# `make test` runs the chaos scenarios short (200 tasks, every fault once; ha-rabbitmq on Debian 12
-# alone); this is the full run.
+# `make test` runs the chaos scenarios short (200 tasks, every fault once); this is the full run,
+# with a RabbitMQ cluster's failover (ha-rabbitmq).
 chaos: setup
 	@CHAOS_TASKS=1000 CHAOS_ROUNDS=3 HA_TASKS=1000 scripts/molecule.sh chaos-redis chaos-rabbitmq ha-rabbitmq
 

@@ -19,8 +19,7 @@ cd "$REPO_ROOT"
 
 FLOOR_SCENARIOS=(site)
 SUITELESS_SCENARIOS=(testhost)
-# Run only when named (`make chaos`, `make benchmark`), not by default: by default ha-rabbitmq runs
-# on Debian 12 alone (both suites with 1000 tasks per fault: `make chaos`).
+# Run only when named (`make chaos`, `make benchmark`), not by default.
 NAMED_ONLY_SCENARIOS=(ha-rabbitmq fleet)
 requested=()
 while (($#)) && [[ "$1" != "--" ]]; do requested+=("$1"); shift; done
@@ -30,9 +29,7 @@ if ((${#requested[@]} == 0)); then
   # scenario's suites take together: django's run one after the other (about 3000 s on a busy
   # machine), default's at once (about 2400 s). Behind site, django's two ended last.
   scenarios=()
-  for name in django default site chaos-rabbitmq chaos-redis ha-rabbitmq:bookworm restart; do
-    [[ -f "molecule/${name%%:*}/molecule.yml" ]] && scenarios+=("$name")
-  done
+  for name in django default site chaos-rabbitmq chaos-redis restart; do [[ -f "molecule/$name/molecule.yml" ]] && scenarios+=("$name"); done
   for file in molecule/*/molecule.yml; do
     name="$(basename "$(dirname "$file")")"
     [[ " ${scenarios[*]} ${NAMED_ONLY_SCENARIOS[*]} " == *" $name "* ]] || scenarios+=("$name")
