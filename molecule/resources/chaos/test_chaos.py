@@ -25,6 +25,7 @@ import pytest
 from conftest import (
     SUITE,
     WATCHDOG_FAULTS,
+    current_node,
     current_slot,
     current_unit,
     freeze_broker_until_replaced,
@@ -69,6 +70,8 @@ BROKER_FAULTS = {"broker-restart", "freeze-broker"}
 # freeze-broker: the broker host frozen (docker pause) this long; the watchdog replaces each worker within
 # WATCHDOG_BOUND, and the new processes consume once the broker is back.
 FREEZE_SECONDS = 60
+# The tasks that fill a worker's pool before the freeze: longer than WATCHDOG_BOUND less the watchdog's 20 s.
+OCCUPY_SECONDS = 25
 # A pool process records a task's end before the main process acks it: a run that ended this
 # shortly before a fault struck may still have been unacked.
 ACK_SLACK_SECONDS = 1.0
@@ -169,12 +172,25 @@ class Fleet:
     def broker_restart(self, _name: str, fault: Fault) -> None:
         self.broker.check_output(f"systemctl restart {BROKER_KIND}-server.service")
 
-    def freeze_broker(self, _name: str, fault: Fault) -> None:
+    def freeze_broker(self, name: str, fault: Fault) -> None:
+        """The broker frozen while every pool process of NAME runs a task (the other host as the workload leaves
+        it): a worker with no room for a message is judged as soon as one without."""
+        self.occupy(name)
         times = freeze_broker_until_replaced(BROKER, self.broker, list(self.workers.values()), INSTANCE, FREEZE_SECONDS)
         fault.struck_from, fault.struck_to = times["frozen"], times["thawed"]
         fault.detected = max(times["aborted"]) - times["frozen"]
         fault.replaced = max(times["ready"]) - times["frozen"]
         assert fault.detected <= WATCHDOG_BOUND, (fault, times)
+
+    def occupy(self, name: str) -> None:
+        """Send as many OCCUPY_SECONDS tasks as NAME's worker has pool processes to its own node's queue, and wait
+        until they all run. They are load, not counted in the verdict: the freeze cuts them short."""
+        host = self.workers[name]
+        processes = len(host.check_output(f"pgrep -P {main_pid(host, current_unit(host, INSTANCE))}").split())
+        queue = f"{current_node(host, INSTANCE)}.dq2"
+        ids = send_tasks(host, [("example.sleep", [OCCUPY_SECONDS], queue)] * processes)
+        running = lambda: {e["id"] for e in task_events(host) if e["event"] == "start"} >= set(ids)  # noqa: E731
+        wait_for(running, 120, f"{processes} tasks running on {name}", interval=0.5)
 
     def reboot(self, name: str, fault: Fault) -> None:
         """A reboot: systemd shuts the host down (workers drain within their stop timeout) and boots it."""

@@ -27,9 +27,10 @@ The units run ``celery -A reliable_celery_app worker|beat|flower``. This module:
   that comes back to the worker and moves one that reached the limit to the dead-letter queue
   (reliable_celery_poison);
 - when systemd watches the worker (``WatchdogSec=``), sends ``WATCHDOG=1`` from its event loop while
-  it consumes every queue it started with, its broker connection is up and, when it has room for a
-  message and has received none for a while, its canary makes the round trip through its own node's
-  queue (``worker_direct``); from a thread while it does not consume (starting, reconnecting, draining);
+  it consumes every queue it started with, its broker connection is up and, when it has received no
+  message for a while, its canary makes the round trip through its own node's queue (``worker_direct``),
+  or, when it has no room for a message, through a queue beside it on a channel of its own; from a
+  thread while it does not consume (starting, reconnecting, draining);
 - in a RabbitMQ cluster (several AMQP broker URLs), when its canary has waited ``NODE_PROBE_SECONDS`` and its
   node does not answer a new connection within as long (frozen: the connection looks up while nothing comes
   through it), drops that connection and consumes through the next node, the silent one last;
@@ -77,7 +78,7 @@ from celery.signals import (
 )
 from celery.utils.nodenames import worker_direct
 from celery.worker import state as worker_state
-from kombu import Connection
+from kombu import Connection, Consumer, Queue
 from kombu import pools as kombu_pools
 
 CREDENTIAL_SETTINGS = ("broker_url", "result_backend")
@@ -91,8 +92,6 @@ POOL_CHECK_SECONDS = 0.5
 RECONNECT_INTERVALS = {"interval_start": 0.5, "interval_step": 0.5, "interval_max": 1.0}
 # WATCHDOG=1 this many times per WatchdogSec=: a late timer tick or a slow ping leaves margin.
 WATCHDOG_PINGS_PER_TIMEOUT = 4
-# The canary's task name: the worker's consumer takes it back itself, nothing runs it.
-CANARY_TASK = "reliable_celery.canary"
 # A canary's send tries again once, on a fresh connection: the pool's may be the one a broker restart broke while
 # the consumer has already reconnected.
 CANARY_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0, "interval_max": 0}
@@ -100,6 +99,8 @@ CANARY_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0, "inte
 # has waited this many seconds, a new connection to the worker's node is tried, and a node that has not answered it
 # within as long is silent (frozen): the worker consumes through another node of the cluster.
 NODE_PROBE_SECONDS = 1.0
+# The canary's task name: the worker's consumer takes it back itself, nothing runs it.
+CANARY_TASK = "reliable_celery.canary"
 # How often the threads look whether the canary is due or waits, and the event loop whether its node is silent.
 CANARY_LOOK_SECONDS = 0.25
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
@@ -377,9 +378,9 @@ class _DeclareThroughTheConnectedNodeStep(bootsteps.Step):
 
 
 def _replicate_the_direct_queue(sender=None, instance=None, **_kwargs) -> None:
-    """With quorum queues (a RabbitMQ cluster), the node's own queue (worker_direct, the watchdog's canary's) is one
-    too: a classic durable queue lives on one node, and while that node is down the worker cannot declare it and
-    exits (NOT_FOUND, home node down)."""
+    """With quorum queues (a RabbitMQ cluster), the node's own queue (worker_direct; the watchdog's canary queue
+    takes its kind) is one too: a classic durable queue lives on one node, and while that node is down the worker
+    cannot declare it and exits (NOT_FOUND, home node down)."""
     queue = app.amqp.queues.get(worker_direct(instance.hostname).name) if app.conf.worker_direct else None
     if queue is not None:
         queue.queue_arguments = {**(queue.queue_arguments or {}), "x-queue-type": "quorum"}
@@ -473,15 +474,13 @@ class _WatchdogStep(_RepeatingStep):
     def start(self, c):
         if self.queues is None:
             self.queues = [queue.name for queue in c.task_consumer.queues]
-        if _canary is not None:
-            _canary.start(c)
 
         def ping():
             connected = c.connection is not None and c.connection.connected
             if (
                 connected
                 and all(c.task_consumer.consuming_from(queue) for queue in self.queues)
-                and (_canary is None or _canary.healthy(_has_room(c)))
+                and (_canary is None or _canary.healthy())
             ):
                 _ping_watchdog()
 
@@ -513,12 +512,14 @@ def _ping_unless_consuming():
 
 
 class Canary:
-    """An idle worker's canary: a message to its own node's queue (Celery's ``worker_direct``) that its consumer
-    takes back itself. While the worker has room for a message and has received none for ``seconds``, a canary
-    goes out (``due``); once one has waited ``seconds`` for its answer while the worker had room, the worker is
-    not ``healthy`` until it comes: its broker connection may look up while nothing arrives through it (a frozen
-    broker, a half-open connection). A worker without room is not judged: its message may wait for a slot. A send
-    that raised (``failed``) is due again at once, its wait still counted from the first try."""
+    """A worker's canary: a message to a queue of its own node that its consumer takes back itself. When the worker
+    has received no message for ``seconds``, a canary goes out (``due``): through the tasks' channel while the
+    worker has room for a message (``through_tasks``), which so proves that channel still fetches, else through a
+    channel of its own, as the tasks' takes nothing more until a task ends. Once one has waited ``seconds`` for its
+    answer, the worker is not ``healthy`` until it comes: its broker connection may look up while nothing arrives
+    through it (a frozen broker, a half-open connection). A canary that went through the tasks' channel is due
+    again, aside, once the worker has no room, and one whose send raised (``failed``) at once; the wait of both
+    counts from the first try."""
 
     def __init__(self, seconds: float, clock=time.monotonic) -> None:
         self.seconds = seconds
@@ -527,28 +528,27 @@ class Canary:
 
     def restart(self) -> None:
         """A consumer (re)start: nothing outstanding, as if a message had just come."""
-        self.outstanding: tuple[str | None, float] | None = None  # the canary's id (None: its send failed), since when
+        # The canary out: its id (None: its send failed), since when, and whether it went through the tasks' channel.
+        self.outstanding: tuple[str | None, float, bool] | None = None
         self.heard = self.clock()  # when a message last came: a task or the canary
-        self.room_since: float | None = None
 
     def received(self) -> None:
         self.heard = self.clock()
 
     def due(self, room: bool) -> bool:
-        if not self.note_room(room):
-            return False
         if self.outstanding is not None:
-            return self.outstanding[0] is None
+            canary_id, _since, through_tasks = self.outstanding
+            return canary_id is None or (through_tasks and not room)
         return self.clock() - self.heard >= self.seconds
 
-    def sent(self, canary_id: str) -> None:
+    def sent(self, canary_id: str, through_tasks: bool) -> None:
         since = self.outstanding[1] if self.outstanding is not None else self.clock()
-        self.outstanding = (canary_id, since)
+        self.outstanding = (canary_id, since, through_tasks)
 
     def failed(self, canary_id: str) -> None:
         """Its send raised: nothing to wait for, and the next try is due."""
         if self.outstanding is not None and self.outstanding[0] == canary_id:
-            self.outstanding = (None, self.outstanding[1])
+            self.outstanding = (None, *self.outstanding[1:])
 
     def answered(self, canary_id: str | None) -> None:
         """A canary came back: the one outstanding, or one an earlier process of this node sent."""
@@ -556,36 +556,33 @@ class Canary:
             self.outstanding = None
             self.received()
 
-    def healthy(self, room: bool) -> bool:
-        return not self.waited(room, self.seconds)
+    def healthy(self) -> bool:
+        return not self.waited(self.seconds)
 
-    def waited(self, room: bool, seconds: float) -> bool:
-        """Whether the canary out has waited SECONDS for its answer while the worker had room."""
-        if not self.note_room(room) or self.outstanding is None:
-            return False
-        return self.clock() - max(self.outstanding[1], self.room_since) >= seconds
-
-    def note_room(self, room: bool) -> bool:
-        """Remember since when the worker has had room (None: it has none); return ROOM."""
-        if not room:
-            self.room_since = None
-        elif self.room_since is None:
-            self.room_since = self.clock()
-        return room
+    def waited(self, seconds: float) -> bool:
+        """Whether the canary out has waited SECONDS for its answer."""
+        return self.outstanding is not None and self.clock() - self.outstanding[1] >= seconds
 
 
 class _WorkerCanary(Canary):
-    """The Canary of this worker: a thread sends it, its consumer takes it back (a strategy for CANARY_TASK)."""
+    """The Canary of this worker: a thread sends it; the consumer takes it back as a task (a strategy for
+    CANARY_TASK that runs nothing) from its node's own queue, or from the canary queue beside it on a channel of
+    its own without acks (_CanaryStep), which no prefetch limit holds back."""
+
+    queue = None
 
     def start(self, c) -> None:
         self.restart()
-        c.strategies[CANARY_TASK] = self.take
-        if not hasattr(self, "queue"):
-            self.queue = _direct_queue(c.hostname)
+        c.strategies[CANARY_TASK] = self.take_task
+        if self.queue is None:
+            self.queue, self.queue_aside = _direct_queue(c.hostname), _canary_queue(c.hostname)
             threading.Thread(target=self.send_when_due, args=(c,), name="reliable-celery-canary", daemon=True).start()
 
-    def take(self, message, *_args, **_kwargs) -> None:
+    def take_task(self, message, *_args, **_kwargs) -> None:
         message.ack_log_error(logger, (Exception,))
+        self.take(message)
+
+    def take(self, message) -> None:
         self.answered((message.headers or {}).get("id"))
 
     def send_when_due(self, c) -> None:
@@ -593,17 +590,33 @@ class _WorkerCanary(Canary):
         it counts as out from before, and the worker stops being healthy meanwhile."""
         while True:
             time.sleep(CANARY_LOOK_SECONDS)
-            if _consuming.is_set() and self.due(_has_room(c)):
-                self.send()
+            room = _has_room(c)
+            if _consuming.is_set() and self.due(room):
+                self.send(through_tasks=room)
 
-    def send(self) -> None:
+    def send(self, through_tasks: bool) -> None:
         canary_id = "canary-" + uuid.uuid4().hex
-        self.sent(canary_id)
+        self.sent(canary_id, through_tasks)
+        queue = self.queue if through_tasks else self.queue_aside
         try:
-            app.send_task(CANARY_TASK, task_id=canary_id, queue=self.queue, retry=True, retry_policy=CANARY_RETRY)
+            app.send_task(CANARY_TASK, task_id=canary_id, queue=queue, retry=True, retry_policy=CANARY_RETRY)
         except Exception as exc:
             self.failed(canary_id)
             logger.warning("sending the watchdog's canary failed, trying again: %r", exc)
+
+
+class _CanaryStep(bootsteps.ConsumerStep):
+    """Starts the canary with each consumer start (after the Tasks step, whose strategies it joins) and takes it
+    back from its queue aside, on a channel of its own (a ConsumerStep opens one at each start), without acks."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, c):
+        _canary.start(c)
+        super().start(c)
+
+    def get_consumers(self, channel):
+        return [Consumer(channel, queues=[_canary.queue_aside], no_ack=True, on_message=_canary.take)]
 
 
 def _direct_queue(hostname):
@@ -618,6 +631,14 @@ def _has_room(c) -> bool:
     return not prefetch or len(worker_state.reserved_requests) < prefetch
 
 
+def _canary_queue(hostname):
+    """The canary's queue aside, beside the node's own queue and of its kind (a quorum queue in a cluster: a classic
+    queue lives on one node, which may be the one down), reached through the default exchange."""
+    direct = _direct_queue(hostname)
+    name = f"{direct.name}.canary"
+    return Queue(name, routing_key=name, durable=direct.durable, queue_arguments=direct.queue_arguments)
+
+
 WATCHDOG_INTERVAL = _watchdog_interval()
 _consuming = threading.Event()
 # The canary's round trip when systemd watches the worker and its node has its own queue (the role sets
@@ -627,6 +648,7 @@ if WATCHDOG_INTERVAL is not None:
     app.steps["consumer"].add(_WatchdogStep)
     threading.Thread(target=_ping_unless_consuming, name="reliable-celery-watchdog", daemon=True).start()
 if _canary is not None:
+    app.steps["consumer"].add(_CanaryStep)
     task_received.connect(lambda **_kwargs: _canary.received(), weak=False)
 
 
@@ -694,9 +716,7 @@ class _SilentNodeStep(_RepeatingStep):
 
     def watch_once(self):
         c, url, now = self.c, self.url, time.monotonic()
-        if (self.probed is not None and now - self.probed < _canary.seconds) or not _canary.waited(
-            _has_room(c), NODE_PROBE_SECONDS
-        ):
+        if (self.probed is not None and now - self.probed < _canary.seconds) or not _canary.waited(NODE_PROBE_SECONDS):
             return
         self.probed = now
         connection = app.connection_for_read(url, connect_timeout=NODE_PROBE_SECONDS)

@@ -149,7 +149,7 @@ def test_the_thread_pings_until_the_event_loop_runs(wrapper, notify) -> None:
     assert wrapper._consuming.is_set()
 
 
-# --- The idle worker's canary (worker_direct): a frozen broker or a half-open connection looks connected ---
+# --- The worker's canary: a frozen broker or a half-open connection looks connected ---
 
 
 @pytest.fixture
@@ -157,13 +157,15 @@ def canary(import_wrapper, clock):
     return import_wrapper().Canary(2.5, clock=clock), clock
 
 
-def test_a_canary_is_due_only_with_room_and_after_a_quiet_while(canary) -> None:
+def test_a_canary_is_due_after_a_quiet_while(canary) -> None:
     canary, clock = canary
     assert not canary.due(room=True)  # a (re)start counts as a message just received
-    clock.now += 2.5
-    assert not canary.due(room=False)
+    clock.now += 2.4
+    assert not canary.due(room=True)
+    clock.now += 0.1
     assert canary.due(room=True)
-    canary.sent("canary-1")
+    assert canary.due(room=False)  # a busy worker is judged too
+    canary.sent("canary-1", through_tasks=True)
     assert not canary.due(room=True)  # one at a time
     canary.answered("canary-1")
     assert not canary.due(room=True)
@@ -176,39 +178,45 @@ def test_a_canary_is_due_only_with_room_and_after_a_quiet_while(canary) -> None:
 def test_an_unanswered_canary_makes_the_worker_unhealthy_until_it_comes(canary) -> None:
     canary, clock = canary
     clock.now += 2.5
-    assert canary.due(room=True)
-    canary.sent("canary-1")
+    canary.sent("canary-1", through_tasks=False)
     clock.now += 2.4
-    assert canary.healthy(room=True)
+    assert canary.healthy()
     clock.now += 0.1
-    assert not canary.healthy(room=True)
+    assert not canary.healthy()
     canary.answered("canary-0")  # an earlier process's: no answer to this one
-    assert not canary.healthy(room=True)
+    assert not canary.healthy()
     canary.answered("canary-1")
-    assert canary.healthy(room=True)
+    assert canary.healthy()
 
 
-def test_a_worker_without_room_is_not_judged_and_gets_a_new_while_when_room_comes(canary) -> None:
-    """Its canary may wait behind the tasks it holds (Redis: kombu fetches nothing more at its prefetch count)."""
+def test_a_canary_through_the_tasks_channel_goes_again_aside_once_the_worker_has_no_room(canary) -> None:
+    """With its pool full, the worker's task channel takes nothing more: the first canary may wait behind the
+    tasks, and one aside comes back at once; a worker held up longer than the canary's wait is not healthy."""
     canary, clock = canary
     clock.now += 2.5
-    canary.sent("canary-1")
-    assert canary.healthy(room=False)
-    clock.now += 60
-    assert canary.healthy(room=False)
-    assert canary.healthy(room=True)
-    clock.now += 2.5
-    assert not canary.healthy(room=True)
+    canary.sent("canary-1", through_tasks=True)
+    assert not canary.due(room=True)
+    clock.now += 1
+    assert canary.due(room=False)
+    canary.sent("canary-2", through_tasks=False)
+    assert not canary.due(room=False)
+    assert not canary.due(room=True)  # the channel aside has no prefetch limit: that one comes whatever the room
+    clock.now += 1.5
+    assert not canary.healthy()  # counted from the first
+    canary.answered("canary-1")  # late, and no longer the one out
+    assert not canary.healthy()
+    canary.answered("canary-2")
+    assert canary.healthy()
 
 
 def test_a_consumer_restart_forgets_the_outstanding_canary(canary) -> None:
     """Sent through a connection lost since (a broker restart): the new consumer is judged afresh."""
     canary, clock = canary
     clock.now += 2.5
-    canary.sent("canary-1")
+    canary.sent("canary-1", through_tasks=True)
     clock.now += 10
     canary.restart()
-    assert canary.healthy(room=True)
+    assert canary.healthy()
     assert not canary.due(room=True)
 
 
@@ -221,22 +229,33 @@ class Message:
         self.acked = True
 
 
-def test_the_event_loop_pings_only_while_its_canary_comes_back(notify, import_watched, tmp_path, clock) -> None:
+@pytest.fixture
+def canary_worker(notify, import_watched, tmp_path, clock, monkeypatch):
+    """A worker under the watchdog with worker_direct, its watchdog and canary steps started; the test sends."""
     settings = tmp_path / "settings.json"
     settings.write_text('{"worker_direct": true}')
     wrapper = import_watched(RELIABLE_CELERY_SETTINGS=str(settings))
-    assert wrapper._canary is not None
     wrapper._canary.clock, wrapper._canary.seconds = clock, 2.5
-    wrapper._canary.send_when_due = lambda _c: None  # the test sends
+    monkeypatch.setattr(wrapper._WorkerCanary, "send_when_due", lambda _self, _c: None)
+    broker = Connection("memory://")
     consumer = Consumer(["celery", "w1@host.dq2"])
     consumer.hostname, consumer.strategies, consumer.qos = "w1@host", {}, SimpleNamespace(value=3)
+    consumer.connection.channel, consumer.broker = broker.channel, broker
     consumer.step = wrapper._WatchdogStep(consumer)
     consumer.step.start(consumer)
+    consumer.canary_step = wrapper._CanaryStep(consumer)
+    consumer.canary_step.start(consumer)
     consumer.task_consumer.consume()
+    return wrapper, consumer
+
+
+def test_the_event_loop_pings_only_while_its_canary_comes_back(canary_worker, notify, clock) -> None:
+    wrapper, consumer = canary_worker
+    assert "_CanaryStep" in {getattr(s, "__name__", s) for s in wrapper.app.steps["consumer"]}
     assert wrapper._canary.queue.name == "w1@host.dq2"
     clock.now += 2.5
     assert wrapper._canary.due(wrapper._has_room(consumer))
-    wrapper._canary.sent("canary-1")
+    wrapper._canary.sent("canary-1", through_tasks=True)
     clock.now += 2.5
     notify()
     consumer.tick()
@@ -248,8 +267,35 @@ def test_the_event_loop_pings_only_while_its_canary_comes_back(notify, import_wa
     assert notify() == [b"WATCHDOG=1"]
 
 
+def test_a_busy_workers_canary_comes_back_without_acks_on_a_channel_of_its_own(canary_worker) -> None:
+    """A worker whose pool is full holds as many unacked tasks as its prefetch allows: a channel without a prefetch
+    limit still receives the canary (on Redis too: kombu fetches for each channel by its own prefetch)."""
+    wrapper, consumer = canary_worker
+    [taker] = consumer.canary_step.consumers
+    assert taker.no_ack is True
+    assert taker.channel is not None
+    queue = wrapper._canary.queue_aside
+    assert [q.name for q in taker.queues] == ["w1@host.dq2.canary"]
+    assert (queue.routing_key, queue.exchange.name) == ("w1@host.dq2.canary", "")
+    wrapper._canary.sent("canary-1", through_tasks=False)
+    taker.channel.basic_publish(taker.channel.prepare_message("{}", headers={"id": "canary-1"}), "", queue.name)
+    consumer.broker.drain_events(timeout=1)
+    assert wrapper._canary.outstanding is None
+
+
+def test_in_a_cluster_the_canary_queue_aside_is_a_quorum_queue_like_the_nodes_own(import_wrapper) -> None:
+    wrapper = import_wrapper()
+    direct = wrapper.worker_direct("w1@host")
+    direct.queue_arguments = {"x-queue-type": "quorum"}
+    wrapper.app.amqp.queues[direct.name] = direct
+    queue = wrapper._canary_queue("w1@host")
+    assert queue.queue_arguments == {"x-queue-type": "quorum"}
+    assert queue.durable
+
+
 def test_without_worker_direct_there_is_no_canary(wrapper) -> None:
     assert wrapper._canary is None
+    assert "_CanaryStep" not in {getattr(s, "__name__", s) for s in wrapper.app.steps["consumer"]}
 
 
 def test_a_send_that_raised_is_tried_again_at_once_its_wait_counted_from_the_first_try(canary) -> None:
@@ -257,47 +303,44 @@ def test_a_send_that_raised_is_tried_again_at_once_its_wait_counted_from_the_fir
     send is no reason to abort a working worker, and a send that keeps failing is no reason to trust it."""
     canary, clock = canary
     clock.now += 2.5
-    canary.sent("canary-1")
+    canary.sent("canary-1", through_tasks=True)
     canary.failed("canary-1")
     assert canary.due(room=True)
     canary.answered(None)  # a message without an id answers nothing
     assert canary.due(room=True)
     clock.now += 1
-    canary.sent("canary-2")
+    canary.sent("canary-2", through_tasks=True)
     assert not canary.due(room=True)
     canary.answered("canary-2")
     clock.now += 2
-    assert canary.healthy(room=True)
-    canary.sent("canary-3")
+    assert canary.healthy()
+    canary.sent("canary-3", through_tasks=True)
     canary.failed("canary-3")
     clock.now += 2.5
-    canary.sent("canary-4")
-    assert not canary.healthy(room=True)
+    canary.sent("canary-4", through_tasks=True)
+    assert not canary.healthy()
 
 
-def test_the_worker_canary_retries_a_send_that_raised(import_watched, tmp_path, clock, monkeypatch) -> None:
-    settings = tmp_path / "settings.json"
-    settings.write_text('{"worker_direct": true}')
-    wrapper = import_watched(RELIABLE_CELERY_SETTINGS=str(settings))
-    wrapper._canary.clock, wrapper._canary.seconds, wrapper._canary.queue = clock, 2.5, "w1@host.dq2"
-    wrapper._canary.restart()
+def test_the_worker_canary_retries_a_send_that_raised_through_the_queue_its_room_chooses(
+    canary_worker, clock, monkeypatch
+) -> None:
+    wrapper, _consumer = canary_worker
     sends = []
 
     def send_task(name, task_id, queue, retry, retry_policy):
-        sends.append((task_id, queue, retry, retry_policy["max_retries"]))
+        sends.append((task_id, queue.name, retry, retry_policy["max_retries"]))
         if len(sends) == 1:
             raise ConnectionResetError(104, "Connection reset by peer")
 
     monkeypatch.setattr(wrapper.app, "send_task", send_task)
     clock.now += 2.5
+    wrapper._canary.send(through_tasks=True)
     assert wrapper._canary.due(room=True)
-    wrapper._canary.send()
-    assert wrapper._canary.due(room=True)
-    wrapper._canary.send()
-    assert not wrapper._canary.due(room=True)
-    assert [send[1:] for send in sends] == [("w1@host.dq2", True, 1)] * 2
+    wrapper._canary.send(through_tasks=False)
+    assert not wrapper._canary.due(room=False)
+    assert [send[1:] for send in sends] == [("w1@host.dq2", True, 1), ("w1@host.dq2.canary", True, 1)]
     wrapper._canary.answered(sends[1][0])
-    assert wrapper._canary.healthy(room=True)
+    assert wrapper._canary.healthy()
 
 
 CLUSTER = "amqp://u:p@rc-n1:5672/celery;amqp://u:p@rc-n2:5672/celery;amqp://u:p@rc-n3/celery"
@@ -360,7 +403,6 @@ def cluster_worker(import_watched, tmp_path, clock, monkeypatch):
     probed = ProbedConnection(answers=False)
     monkeypatch.setattr(wrapper.app, "connection_for_read", lambda url, connect_timeout: probed)
     consumer = Consumer(["celery"])
-    consumer.qos = SimpleNamespace(value=1)
     consumer.connection.as_uri = lambda include_password=False: CLUSTER.split(";", maxsplit=1)[0]
     # Celery's events, through the same node (its worker heartbeats would block on it), and the app's pool with a
     # connection to each of two nodes.
@@ -375,8 +417,7 @@ def cluster_worker(import_watched, tmp_path, clock, monkeypatch):
     step = wrapper._SilentNodeStep(consumer)
     step.start(consumer)
     wrapper._canary.restart()
-    wrapper._canary.sent("canary-1")
-    wrapper._canary.note_room(room=True)
+    wrapper._canary.sent("canary-1", through_tasks=True)
     clock.now += wrapper.NODE_PROBE_SECONDS
     consumer.pooled = pooled
     return wrapper, consumer, step, probed
