@@ -11,10 +11,13 @@ import time
 
 import pytest
 from conftest import (
+    current_node,
     current_slot,
+    current_unit,
     in_worker_environment,
     journal,
     main_pid,
+    readiness,
     record_figures,
     redis_cli,
     send_tasks,
@@ -140,6 +143,24 @@ def test_a_killed_worker_runs_its_task_again_on_its_host_within_seconds(fleet: F
     assert again["pid"] != first["pid"], again
     assert seconds <= RESTART_BOUND, f"started again {seconds:.1f} s after the SIGKILL\n{journal(host, unit)}"
     assert "message(s) this node held when its previous process ended" in journal(host, unit, 1000)
+
+
+def test_tasks_sent_to_an_idle_worker_whose_main_process_froze_run_once_the_watchdog_replaced_it(fleet: Fleet) -> None:
+    """kombu's BRPOP popped the first of them into the frozen process's unread reply, and systemd's watchdog
+    aborted it with that message (never run); the atomic fetch (reliable_celery_leases.FETCH) has it recorded."""
+    host = fleet.workers[WORKERS[0]]
+    unit = current_unit(host, INSTANCE)
+    pid = wait_for(lambda: readiness(host, INSTANCE).get("pid"), 60, f"{unit} ready")
+    time.sleep(2)  # idle: a fetch from the node's own queue is under way or due
+    host.check_output(f"kill -STOP {pid}")
+    try:
+        ids = send_tasks(host, [("example.sleep", [0.1], f"{current_node(host, INSTANCE)}.dq2")] * 3)
+        wait_for(lambda: main_pid(host, unit) not in (0, pid), 60, f"the watchdog to replace {unit}")
+    finally:
+        host.run(f"kill -CONT {pid}")
+    ran = wait_for(lambda: (started := {e["id"] for e in task_events(host) if e["event"] == "start"}) >= set(ids)
+                   and started, 60, "the three tasks to run", interval=1.0)  # fmt: skip
+    assert set(ids) <= ran
 
 
 def test_a_task_whose_pool_process_was_killed_runs_again_before_the_backlog(fleet: Fleet) -> None:

@@ -13,11 +13,12 @@ The units run ``celery -A reliable_celery_app worker|beat|flower``. This module:
 - writes ``$RUNTIME_DIRECTORY/start.json`` (its command line and the settings of the file) when it
   starts, from which celery_worker_restart can start this generation again if its successor
   cannot start (plugins/module_utils/_rollback.py);
-- on Redis, when the settings ask for it (``reliable_celery_leases``), renews the visibility lease
-  of every message the worker holds, at start, puts back those its predecessor held when it
-  died, and puts a message rejected with requeue back at the head of its queue
-  (reliable_celery_leases); when this kombu is not one leases were built for, it logs one
-  warning and uses the fallback visibility timeout the settings give (the longest task's);
+- on Redis, when the settings ask for it (``reliable_celery_leases``), fetches each message and
+  records it as held in one step, renews the visibility lease of every message the worker holds,
+  at start, puts back those its predecessor held when it died, and puts a message rejected with
+  requeue back at the head of its queue (reliable_celery_leases); when this kombu is not one leases
+  were built for, it logs one warning and uses the fallback visibility timeout the settings give
+  (the longest task's);
 - checks the prefork pool for processes that died every ``POOL_CHECK_SECONDS``, not only at their
   exit's event and every 5 s, so that the task of a killed pool process comes back at once; keeps
   the jobs already written to a pool process when the consumer closes, which Celery forgets and so
@@ -211,15 +212,14 @@ class _RepeatingStep(bootsteps.StartStopStep):
 
     def __init__(self, c, **kwargs):
         super().__init__(c, **kwargs)
-        self.timer_entry = None
+        self.timer_entries = []
 
     def repeat(self, c, seconds, function):
-        self.timer_entry = c.timer.call_repeatedly(seconds, function)
+        self.timer_entries.append(c.timer.call_repeatedly(seconds, function))
 
     def stop(self, c):
-        if self.timer_entry is not None:
-            self.timer_entry.cancel()
-            self.timer_entry = None
+        while self.timer_entries:
+            self.timer_entries.pop().cancel()
 
     shutdown = stop
 
@@ -247,10 +247,13 @@ class _LeaseStep(_RepeatingStep):
                 )
         _leases.record_deliveries(channel.qos)
         _leases.requeue_at_head(channel.qos)
+        _leases.fetch_atomically(channel)
         _leases.channel = channel
         if reconnected:
             _renew()
         self.repeat(c, _leases.interval, _renew)
+        # The event loop looks at least this often: an idle channel then fetches again.
+        self.repeat(c, reliable_celery_leases.FETCH_IDLE_SECONDS, lambda: None)
 
 
 def _renew():

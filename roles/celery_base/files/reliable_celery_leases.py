@@ -14,9 +14,13 @@ messages came back only that long after the crash. With leases:
 - a record per node: the same transaction stores which tags the node holds and the score it
   wrote for each (``reliable-celery.leases.NODE``; no expiry: Redis replays a transaction's
   PEXPIRE from its append-only file as PEXPIREAT, which the broker's ACL for workers does not
-  grant, and a worker that holds nothing deletes its record). A message is recorded in the
-  transaction in which kombu appends it to ``unacked`` at its fetch: a worker killed after a fetch,
-  before Celery handled the message, leaves it recorded;
+  grant, and a worker that holds nothing deletes its record);
+- an atomic fetch: one Lua script (``FETCH``) pops a message and writes it to ``unacked``, its
+  score and its record. kombu fetches with BRPOP, which pops the message, and appends it to
+  ``unacked`` once the worker has read the reply: a worker frozen or killed in between lost it (of
+  3 tasks sent to an idle worker whose main process was then stopped, systemd's watchdog aborted
+  it with one in the unread reply, and that one never ran). A script cannot block as BRPOP does:
+  when no queue has a message, the channel fetches again after ``FETCH_IDLE_SECONDS``;
 - running tasks held through reconnects: kombu puts back in their queues the messages a channel
   holds when the channel closes, and a worker closes its dropped connection's channel when it
   reconnects, while some of those tasks still run: they would run again elsewhere (seen after a
@@ -48,6 +52,7 @@ import importlib
 import json
 import logging
 import time
+from queue import Empty
 
 import kombu
 from kombu.transport import virtual
@@ -74,7 +79,35 @@ REQUIRED = (
     ("kombu.transport.redis.Channel", "_pool"),
     ("kombu.transport.virtual.QoS", "_delivered"),
     ("celery.worker.consumer.consumer.Consumer", "on_connection_error_after_connected"),
+    ("kombu.transport.redis.Channel", "_brpop_start"),
+    ("kombu.transport.redis.Channel", "_brpop_read"),
+    ("kombu.transport.redis.Channel", "_q_for_pri"),
+    ("kombu.transport.redis.Channel", "_flush_brpop_reauth"),
+    ("kombu.transport.redis.Channel", "priority_steps"),
 )
+# An idle channel (no queue had a message) fetches again after this many seconds: the worker's event loop looks
+# this often (the wrapper's timer), and a task waits this long at most for an idle worker.
+FETCH_IDLE_SECONDS = 0.1
+# KEYS: the queue keys in BRPOP's order, then unacked_index, unacked and the node's record; ARGV[1]: the score as
+# JSON. Pops the message of the first key that has one and writes what kombu's QoS.append and record_deliveries
+# would write, the payload as it came (a JSON object) in the entry kombu restores from. Returns the key and the
+# payload, or nil.
+FETCH = """
+local queues = #KEYS - 3
+for i = 1, queues do
+  local payload = redis.call('RPOP', KEYS[i])
+  if payload then
+    local properties = cjson.decode(payload)['properties']
+    local tag, info = properties['delivery_tag'], properties['delivery_info']
+    redis.call('ZADD', KEYS[queues + 1], ARGV[1], tag)
+    redis.call('HSET', KEYS[queues + 2], tag,
+      '[' .. payload .. ', ' .. cjson.encode(info['exchange']) .. ', ' .. cjson.encode(info['routing_key']) .. ']')
+    redis.call('SADD', KEYS[queues + 3], '[' .. cjson.encode(tag) .. ', ' .. ARGV[1] .. ']')
+    return {KEYS[i], payload}
+  end
+end
+return false
+"""
 
 
 def probe() -> str | None:
@@ -106,6 +139,7 @@ class Leases:
         self.node = None  # the worker's node name, known once its consumer exists
         self.held: dict[str, object] = {}  # delivery tag -> Celery request
         self.channel = None
+        self.fetched: set[str] = set()  # tags FETCH recorded, until kombu appends them
 
     @property
     def record_key(self) -> str:
@@ -120,6 +154,9 @@ class Leases:
         score in ``unacked_index``), with the message recorded in the same transaction."""
 
         def append(message, delivery_tag):
+            if delivery_tag in self.fetched:
+                self.fetched.discard(delivery_tag)
+                return virtual.QoS.append(qos, message, delivery_tag)
             delivery = message.delivery_info
             entry = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
             score = self.clock()
@@ -132,6 +169,66 @@ class Leases:
             virtual.QoS.append(qos, message, delivery_tag)
 
         qos.append = append
+
+    def fetch_atomically(self, channel) -> None:
+        """CHANNEL (kombu's Redis channel of the task consumer, not polling yet) fetches with FETCH instead of
+        BRPOP. kombu's event loop starts a fetch when the channel may take a message and reads it when its reply
+        comes, as it does BRPOP."""
+        from redis.exceptions import NoScriptError, ResponseError  # noqa: PLC0415 - RabbitMQ's workers lack redis
+
+        try:
+            sha = channel.client.script_load(FETCH)
+        except ResponseError as error:  # a broker of the user's own whose ACL refuses scripts: kombu's BRPOP
+            logger.warning("fetching with BRPOP, which loses a message popped by a worker that dies: %s", error)
+            return
+        prefix = channel.global_keyprefix or ""
+        script = {"sha": sha, "in_flight": False, "idle_until": 0.0}
+
+        def start(timeout=None):
+            if time.monotonic() < script["idle_until"]:
+                return
+            queues = channel._queue_cycle.consume(len(channel.active_queues))
+            if not queues:
+                return
+            keys = [channel._q_for_pri(queue, pri) for pri in channel.priority_steps for queue in queues]
+            keys += [channel.unacked_index_key, channel.unacked_key, self.record_key]
+            channel._in_poll = channel.client.connection
+            channel._brpop_sent_at = time.monotonic()
+            script["in_flight"] = True
+            channel.client.connection.send_command(
+                "EVALSHA", script["sha"], len(keys), *(prefix + key for key in keys), json.dumps(self.clock())
+            )
+
+        def read(**options):
+            if not script["in_flight"]:  # a BRPOP of kombu's own, sent before the channel fetched so
+                return brpop_read(**options)
+            script["in_flight"] = False
+            try:
+                try:
+                    reply = channel.client.parse_response(channel.client.connection, "EVALSHA", **options)
+                except channel.connection_errors:
+                    channel.client.connection.disconnect()
+                    raise
+                except NoScriptError:  # the server's scripts were flushed: load it again, fetch at the next look
+                    script["sha"] = channel.client.script_load(FETCH)
+                    raise Empty() from None
+                if not reply:
+                    script["idle_until"] = time.monotonic() + FETCH_IDLE_SECONDS
+                    raise Empty()
+                key, payload = (_text(value) for value in reply)
+                message = json.loads(payload)
+                self.fetched.add(message["properties"]["delivery_tag"])
+                queue = key[len(prefix) :].rsplit(channel.sep, 1)[0]
+                channel._queue_cycle.rotate(queue)
+                channel.connection._deliver(message, queue)
+                return True
+            finally:
+                channel._in_poll = None
+                channel._flush_brpop_reauth()
+
+        brpop_read = channel._brpop_read
+        channel._brpop_start = start
+        channel._brpop_read = channel.handlers["BRPOP"] = read
 
     @staticmethod
     def requeue_at_head(qos) -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
+from queue import Empty
 
 import kombu
 import pytest
 from kombu.transport import redis as redis_transport
 from kombu.transport import virtual
+from redis.exceptions import NoScriptError, ResponseError
 
 sys.path.insert(0, str(Path(__file__).parents[3] / "roles" / "celery_base" / "files"))
 import reliable_celery_leases as leases
@@ -231,3 +234,138 @@ def test_a_reconnect_puts_back_what_celery_forgets_and_keeps_the_running_tasks(h
     assert sorted(put_back) == (["reserved"] if held else ["ended", "reserved", "running"])
     if held:
         assert list(node.held) == [running.delivery_tag, ended.delivery_tag], "a message put back is no longer leased"
+
+
+class ScriptConnection:
+    """The channel's own Redis connection: the command sent, the reply the server gives."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple] = []
+        self.reply = None
+
+    def send_command(self, *args) -> None:
+        self.sent.append(args)
+
+
+class ScriptClient:
+    def __init__(self, connection: ScriptConnection) -> None:
+        self.connection = connection
+        self.loaded = 0
+
+    def script_load(self, script: str) -> str:
+        assert script == leases.FETCH
+        self.loaded += 1
+        return "sha-fetch"
+
+    def parse_response(self, connection, command, **_options):
+        assert command == "EVALSHA"
+        if isinstance(connection.reply, Exception):
+            raise connection.reply
+        return connection.reply
+
+
+class FetchingChannel(RedisChannel):
+    """kombu's Redis channel of a task consumer, what its event loop calls to fetch and what it delivers to."""
+
+    global_keyprefix = ""
+    do_restore = False  # kombu's QoS restores nothing of it at exit
+    connection_errors = (ConnectionError,)
+
+    def __init__(self, redis: FakeRedis) -> None:
+        super().__init__(redis)
+        self.client = ScriptClient(ScriptConnection())
+        self._active_queues, self.active_fanout_queues = ["celery", "w1@host.dq2"], set()
+        self._queue_cycle = redis_transport.cycle_by_name("round_robin")()
+        self._queue_cycle.update(["celery", "w1@host.dq2"])
+        self.handlers = {"BRPOP": self._brpop_read}
+        self.delivered: list[tuple[dict, str]] = []
+        self.connection = type("Transport", (), {"_deliver": lambda _self, message, queue: self.delivered.append(
+            (message, queue))})()  # fmt: skip
+        self.kombus_reads = 0
+
+    def _brpop_read(self, **_options):
+        self.kombus_reads += 1
+        return True
+
+    def _flush_brpop_reauth(self) -> None:
+        pass
+
+
+@pytest.fixture
+def fetching(clock):
+    channel = FetchingChannel(FakeRedis())
+    node = leases.Leases(40, clock=clock)
+    node.node = "w1@host"
+    node.fetch_atomically(channel)
+    return channel, node, channel.client.connection
+
+
+def payload(tag: str) -> str:
+    return json.dumps({"body": "e30=", "headers": {"id": tag}, "properties": {"delivery_tag": tag,
+                       "delivery_info": {"exchange": "celery", "routing_key": "celery"}}})  # fmt: skip
+
+
+def test_a_fetch_pops_and_records_in_one_script_in_brpops_order_of_keys(fetching) -> None:
+    channel, node, connection = fetching
+    channel._brpop_start()
+    [command] = connection.sent
+    priority = [f"celery{channel.sep}{pri}" if pri else "celery" for pri in channel.priority_steps]
+    direct = [f"w1@host.dq2{channel.sep}{pri}" if pri else "w1@host.dq2" for pri in channel.priority_steps]
+    queue_keys = [key for pair in zip(priority, direct, strict=True) for key in pair]
+    assert command == ("EVALSHA", "sha-fetch", len(queue_keys) + 3, *queue_keys, INDEX, UNACKED,
+                       "reliable-celery.leases.w1@host", "100.0")  # fmt: skip
+    assert channel._in_poll is connection
+    connection.reply = [f"w1@host.dq2{channel.sep}3".encode(), payload("t1").encode()]
+    assert channel.handlers["BRPOP"]() is True
+    assert channel.delivered == [(json.loads(payload("t1")), "w1@host.dq2")]
+    assert channel._in_poll is None
+    # kombu appends it as it delivers it: the script wrote unacked, its score and the record already.
+    qos = FakeQoS(channel)
+    node.record_deliveries(qos)
+    qos.append(DeliveredMessage("t1"), "t1")
+    assert list(qos._delivered) == ["t1"]
+    assert channel.redis.zsets[INDEX] == {}
+    assert node.fetched == set()
+
+
+def test_an_idle_channel_fetches_again_after_the_idle_time(fetching, clock) -> None:
+    channel, _node, connection = fetching
+    channel._brpop_start()
+    connection.reply = None
+    with pytest.raises(Empty):
+        channel.handlers["BRPOP"]()
+    channel._brpop_start()  # the event loop's next look, at once
+    assert len(connection.sent) == 1
+    assert channel._in_poll is None
+    time.sleep(leases.FETCH_IDLE_SECONDS)
+    channel._brpop_start()
+    assert len(connection.sent) == 2
+
+
+def test_a_brpop_sent_before_the_channel_fetched_so_is_read_as_kombu_reads_it(fetching) -> None:
+    channel, _node, _connection = fetching
+    assert channel.handlers["BRPOP"]() is True
+    assert channel.kombus_reads == 1
+
+
+def test_a_fetch_after_the_servers_scripts_were_flushed_loads_it_again(fetching) -> None:
+    channel, _node, connection = fetching
+    channel._brpop_start()
+    connection.reply = NoScriptError("NOSCRIPT No matching script.")
+    with pytest.raises(Empty):
+        channel.handlers["BRPOP"]()
+    assert channel.client.loaded == 2
+    channel._brpop_start()
+    assert len(connection.sent) == 2
+
+
+def test_a_broker_that_refuses_scripts_leaves_kombus_brpop(clock, caplog) -> None:
+    channel = FetchingChannel(FakeRedis())
+
+    def refuse(_script):
+        raise ResponseError("NOPERM this user has no permissions to run the 'script|load' command")
+
+    channel.client.script_load = refuse
+    leases.Leases(40, clock=clock).fetch_atomically(channel)
+    assert channel.handlers["BRPOP"] == channel._brpop_read
+    assert "fetching with BRPOP" in caplog.text
