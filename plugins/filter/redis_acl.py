@@ -20,8 +20,9 @@ KEYS = ("name", "role", "passwords")
 
 # What each client runs, read from kombu 5.7's transport/redis.py and celery 5.7's
 # backends/redis.py and flower 2.2, and seen with MONITOR under a real worker, beat and Flower
-# (docs/security.md). Commands inside Lua scripts (kombu's bindings, celery's chords) are checked
-# against the calling user too, so they are listed here as well. Nothing of @admin or @dangerous.
+# (docs/security.md). Commands inside Lua scripts (kombu's bindings, celery's chords, the workers'
+# fetch: RPOP, ZADD, HSET, SADD) are checked against the calling user too, so they are listed here
+# as well. Nothing of @admin or @dangerous.
 _CONNECTION = ("ping", "hello", "select", "echo")
 _TRANSACTIONS = ("multi", "exec", "discard", "watch", "unwatch")
 _SCRIPTS = ("evalsha", "eval", "script|load", "script|exists")
