@@ -60,7 +60,9 @@ def fleet() -> dict:
 def test_tasks_routed_to_a_queue_run_only_on_the_hosts_consuming_it(fleet) -> None:
     worker1 = fleet[WORKER1]
     reports = send_tasks(worker1, [("example.whoami", [], "reports")] * 8)
-    shared = send_tasks(worker1, [("example.whoami", [], "celery")] * 16)
+    # Tasks of 0.5 s: one worker holds 2 at a time, so a burst reaches both hosts. An idle worker on Redis looks
+    # for a message every 0.1 s (docs/delivery.md): one that is fetching takes instant tasks as fast as they come.
+    shared = send_tasks(worker1, [("example.sleep", [0.5], "celery")] * 16)
     report_nodes = {result["node"] for result in task_results(worker1, reports)}
     shared_hosts = {result["hostname"] for result in task_results(worker1, shared)}
     assert report_nodes == {current_node(fleet[WORKER2], "reports")}
