@@ -291,6 +291,11 @@ def task_events(host, instance: str = "default") -> list[dict]:
     return [event for event in map(json.loads, lines) if not event["id"].startswith(START_CANARY_PREFIX)]
 
 
+def started_ids(host, instance: str = "default") -> set[str]:
+    """The ids of the tasks that started on the instance (task_events)."""
+    return {event["id"] for event in task_events(host, instance) if event["event"] == "start"}
+
+
 def starts_and_ends(events: list[dict], task_ids: list[str]) -> dict[str, dict[str, list[dict]]]:
     wanted = set(task_ids)
     by_id: dict[str, dict[str, list[dict]]] = {task_id: {"start": [], "end": []} for task_id in task_ids}

@@ -21,6 +21,7 @@ from conftest import (
     record_figures,
     redis_cli,
     send_tasks,
+    started_ids,
     task_events,
     wait_for,
 )
@@ -158,9 +159,7 @@ def test_tasks_sent_to_an_idle_worker_whose_main_process_froze_run_once_the_watc
         wait_for(lambda: main_pid(host, unit) not in (0, pid), 60, f"the watchdog to replace {unit}")
     finally:
         host.run(f"kill -CONT {pid}")
-    ran = wait_for(lambda: (started := {e["id"] for e in task_events(host) if e["event"] == "start"}) >= set(ids)
-                   and started, 60, "the three tasks to run", interval=1.0)  # fmt: skip
-    assert set(ids) <= ran
+    wait_for(lambda: set(ids) <= started_ids(host), 60, "the three tasks to run", interval=1.0)
 
 
 def test_a_task_whose_pool_process_was_killed_runs_again_before_the_backlog(fleet: Fleet) -> None:

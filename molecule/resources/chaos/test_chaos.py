@@ -37,6 +37,7 @@ from conftest import (
     scenario_host,
     send_tasks,
     service_memory_mib,
+    started_ids,
     task_events,
     wait_for,
 )
@@ -189,8 +190,7 @@ class Fleet:
         processes = len(host.check_output(f"pgrep -P {main_pid(host, current_unit(host, INSTANCE))}").split())
         queue = f"{current_node(host, INSTANCE)}.dq2"
         ids = send_tasks(host, [("example.sleep", [OCCUPY_SECONDS], queue)] * processes)
-        running = lambda: {e["id"] for e in task_events(host) if e["event"] == "start"} >= set(ids)  # noqa: E731
-        wait_for(running, 120, f"{processes} tasks running on {name}", interval=0.5)
+        wait_for(lambda: set(ids) <= started_ids(host), 120, f"{processes} tasks running on {name}", interval=0.5)
 
     def reboot(self, name: str, fault: Fault) -> None:
         """A reboot: systemd shuts the host down (workers drain within their stop timeout) and boots it."""

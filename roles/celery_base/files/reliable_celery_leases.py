@@ -182,10 +182,10 @@ class Leases:
             logger.warning("fetching with BRPOP, which loses a message popped by a worker that dies: %s", error)
             return
         prefix = channel.global_keyprefix or ""
-        script = {"sha": sha, "in_flight": False, "idle_until": 0.0}
+        idle_until = 0.0
 
         def start(timeout=None):
-            if time.monotonic() < script["idle_until"]:
+            if time.monotonic() < idle_until:
                 return
             queues = channel._queue_cycle.consume(len(channel.active_queues))
             if not queues:
@@ -194,15 +194,12 @@ class Leases:
             keys += [channel.unacked_index_key, channel.unacked_key, self.record_key]
             channel._in_poll = channel.client.connection
             channel._brpop_sent_at = time.monotonic()
-            script["in_flight"] = True
             channel.client.connection.send_command(
-                "EVALSHA", script["sha"], len(keys), *(prefix + key for key in keys), json.dumps(self.clock())
+                "EVALSHA", sha, len(keys), *(prefix + key for key in keys), json.dumps(self.clock())
             )
 
         def read(**options):
-            if not script["in_flight"]:  # a BRPOP of kombu's own, sent before the channel fetched so
-                return brpop_read(**options)
-            script["in_flight"] = False
+            nonlocal sha, idle_until
             try:
                 try:
                     reply = channel.client.parse_response(channel.client.connection, "EVALSHA", **options)
@@ -210,10 +207,10 @@ class Leases:
                     channel.client.connection.disconnect()
                     raise
                 except NoScriptError:  # the server's scripts were flushed: load it again, fetch at the next look
-                    script["sha"] = channel.client.script_load(FETCH)
+                    sha = channel.client.script_load(FETCH)
                     raise Empty() from None
                 if not reply:
-                    script["idle_until"] = time.monotonic() + FETCH_IDLE_SECONDS
+                    idle_until = time.monotonic() + FETCH_IDLE_SECONDS
                     raise Empty()
                 key, payload = (_text(value) for value in reply)
                 message = json.loads(payload)
@@ -226,7 +223,6 @@ class Leases:
                 channel._in_poll = None
                 channel._flush_brpop_reauth()
 
-        brpop_read = channel._brpop_read
         channel._brpop_start = start
         channel._brpop_read = channel.handlers["BRPOP"] = read
 
