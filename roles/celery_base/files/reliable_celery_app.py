@@ -621,6 +621,16 @@ class _CanaryStep(bootsteps.ConsumerStep):
     def get_consumers(self, channel):
         return [Consumer(channel, queues=[_canary.queue_aside], no_ack=True, on_message=_canary.take)]
 
+    def _close(self, c, cancel_consumers=True):
+        # kombu's Redis channel reads the reply of the BRPOP it waits on before it closes, up to its brpop_timeout
+        # (1 s) into every stop: the canary's channel drops its connection instead, and with it a canary it may hold.
+        for consumer in self.consumers or []:
+            waiting = getattr(consumer.channel, "_in_poll", None)
+            if waiting:
+                waiting.disconnect()
+                consumer.channel._in_poll = None
+        super()._close(c, cancel_consumers)
+
 
 def _direct_queue(hostname):
     """The node's own queue as the consumer declared it: with quorum queues a quorum queue too

@@ -283,6 +283,18 @@ def test_a_busy_workers_canary_comes_back_without_acks_on_a_channel_of_its_own(c
     assert wrapper._canary.outstanding is None
 
 
+def test_a_stop_drops_the_canary_channels_waiting_fetch_instead_of_reading_it(canary_worker) -> None:
+    """kombu's Redis channel reads the reply of its BRPOP before it closes, up to brpop_timeout into every stop."""
+    _wrapper, consumer = canary_worker
+    [taker] = consumer.canary_step.consumers
+    waiting = SimpleNamespace(disconnected=False)
+    waiting.disconnect = lambda: setattr(waiting, "disconnected", True)
+    taker.channel._in_poll = waiting
+    consumer.canary_step.stop(consumer)
+    assert waiting.disconnected
+    assert taker.channel._in_poll is None
+
+
 def test_in_a_cluster_the_canary_queue_aside_is_a_quorum_queue_like_the_nodes_own(import_wrapper) -> None:
     wrapper = import_wrapper()
     direct = wrapper.worker_direct("w1@host")
