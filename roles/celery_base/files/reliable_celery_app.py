@@ -881,8 +881,7 @@ class _StartCanaryStep(_RepeatingStep):
         if WATCHDOG_INTERVAL is not None:
             _begin_consuming()
         logger.info("start canary %s passed in %.1f s: consuming every queue", START_CANARY["task"], seconds)
-        # On Redis the poll that is waiting (BRPOP) asks for the held queues only from its next round on.
-        wait = getattr(c.task_consumer.channel, "brpop_timeout", 0)
+        wait = _leases.next_round_seconds(c.task_consumer.channel)
         c.timer.call_after(wait, functools.partial(_announce_ready, c.hostname, seconds))
 
     @staticmethod

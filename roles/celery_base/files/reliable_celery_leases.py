@@ -140,6 +140,7 @@ class Leases:
         self.held: dict[str, object] = {}  # delivery tag -> Celery request
         self.channel = None
         self.fetched: set[str] = set()  # tags FETCH recorded, until kombu appends them
+        self.fetching = None  # the channel that fetches with FETCH
 
     @property
     def record_key(self) -> str:
@@ -225,6 +226,15 @@ class Leases:
 
         channel._brpop_start = start
         channel._brpop_read = channel.handlers["BRPOP"] = read
+        self.fetching = channel
+
+    def next_round_seconds(self, channel) -> float:
+        """At most how long CHANNEL takes to fetch from a queue it has just begun to consume: FETCH looks again within
+        FETCH_IDLE_SECONDS, while kombu's BRPOP under way asks only for the queues consumed when it was sent, for up
+        to brpop_timeout. 0 on AMQP, whose broker delivers as soon as a queue is consumed."""
+        if channel is self.fetching:
+            return FETCH_IDLE_SECONDS
+        return getattr(channel, "brpop_timeout", 0)
 
     @staticmethod
     def requeue_at_head(qos) -> None:

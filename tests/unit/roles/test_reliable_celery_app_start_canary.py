@@ -104,7 +104,7 @@ def test_once_its_task_ran_the_worker_consumes_every_queue_and_is_ready_one_redi
     assert consumer.consuming() == [DIRECT, "celery", "reports"]
     assert consumer.tick is None, "it checks no more"
     [(seconds, announce)] = consumer.later
-    assert seconds == 1  # the BRPOP under way asks for the held queues only from its next round on
+    assert seconds == 1  # kombu's BRPOP under way asks for the held queues only from its next round on
     assert notify() == []
     announce()
     record = json.loads((tmp_path / "ready").read_text())
@@ -112,6 +112,16 @@ def test_once_its_task_ran_the_worker_consumes_every_queue_and_is_ready_one_redi
     assert notify() == [f"READY=1\nMAINPID={module.os.getpid()}".encode()]
     consumer.step.start(consumer)  # a reconnect: nothing held back, nothing sent again
     assert (consumer.consuming(), len(module.sent)) == ([DIRECT, "celery", "reports"], 1)
+
+
+def test_with_leases_the_worker_is_ready_at_its_next_fetch(wrapper, notify) -> None:
+    module = wrapper()
+    consumer = start(module)
+    module._leases.fetching = consumer.task_consumer.channel
+    module._record_start_canary(sender=SimpleNamespace(request=SimpleNamespace(id=canary_id(module))), result=None)
+    consumer.tick()
+    [(seconds, _announce)] = consumer.later
+    assert seconds == module.reliable_celery_leases.FETCH_IDLE_SECONDS
 
 
 def test_the_ready_signal_alone_does_not_make_the_worker_ready(wrapper, notify, tmp_path) -> None:

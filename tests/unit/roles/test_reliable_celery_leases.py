@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 from queue import Empty
+from types import SimpleNamespace
 
 import kombu
 import pytest
@@ -338,6 +339,17 @@ def test_an_idle_channel_fetches_again_after_the_idle_time(fetching, clock) -> N
     time.sleep(leases.FETCH_IDLE_SECONDS)
     channel._brpop_start()
     assert len(connection.sent) == 2
+
+
+def test_a_queue_just_consumed_is_fetched_from_within_the_idle_time(fetching) -> None:
+    """A worker is ready once its next fetch asks for every queue (the start canary): kombu's BRPOP under way asks for
+    those of its start, for up to brpop_timeout."""
+    channel, node, _connection = fetching
+    assert node.next_round_seconds(channel) == leases.FETCH_IDLE_SECONDS
+    blocking = FetchingChannel(FakeRedis())
+    blocking.brpop_timeout = 1
+    assert node.next_round_seconds(blocking) == 1
+    assert node.next_round_seconds(SimpleNamespace()) == 0  # AMQP's
 
 
 def test_a_fetch_after_the_servers_scripts_were_flushed_loads_it_again(fetching) -> None:
