@@ -16,7 +16,7 @@ EXACT_VERSION = re.compile(r"^[0-9]+(\.[0-9]+)*((a|b|rc|\.post|\.dev)[0-9]+)?$")
 _EXTRA = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # The extras whose transports kombu imports for these URL schemes (a missing one crashes the
 # worker at start-up: celery[redis] pulls in `packaging`, which kombu 5.7's Redis transport needs).
-_SCHEME_EXTRAS = {"redis": "redis", "rediss": "redis"}
+_SCHEME_EXTRAS = {"redis": "redis", "rediss": "redis", "sentinel": "redis"}
 _POOL_EXTRAS = {"gevent": "gevent", "eventlet": "eventlet"}
 
 

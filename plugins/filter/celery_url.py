@@ -9,8 +9,11 @@ from urllib.parse import parse_qsl, unquote, urlparse
 
 from ansible.errors import AnsibleFilterError
 
-BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
-REDIS_SCHEMES = ("redis", "rediss")
+# Redis through its Sentinels (kombu's SentinelChannel, Celery's SentinelBackend): a Redis broker or backend, whose
+# URL lists the sentinels, separated by ';'.
+SENTINEL_SCHEMES = ("sentinel",)
+BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp", *SENTINEL_SCHEMES)
+REDIS_SCHEMES = ("redis", "rediss", *SENTINEL_SCHEMES)
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
 # A systemd EnvironmentFile value is one line; kombu (urllib) would silently drop tab and newline.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -23,8 +26,9 @@ def celery_url(url, variable, kind="broker"):
     """The parts of URL as kombu.utils.url.url_to_parts finds them, never the password itself.
 
     ``kind`` is ``broker`` (a scheme of BROKER_SCHEMES, a host required) or ``backend`` (empty
-    allowed; any ``SCHEME://``; Redis URLs are checked like a broker's). Every error names
-    VARIABLE and never shows the URL: it holds the password.
+    allowed; any ``SCHEME://``; Redis URLs are checked like a broker's). A ``sentinel`` URL is Redis
+    (``is_redis``) through its sentinels (``is_sentinel``). Every error names VARIABLE and never shows
+    the URL: it holds the password.
     """
     if kind not in ("broker", "backend"):
         raise AnsibleFilterError(f"celery_url: kind must be broker or backend, got {kind!r}")
@@ -32,19 +36,20 @@ def celery_url(url, variable, kind="broker"):
     example = "(for example redis://:PASSWORD@HOST:6379/0 or amqp://USER:PASSWORD@HOST:5672/VHOST)"
     if url is None or url == "":
         if kind == "backend":
-            return {"scheme": "", "is_redis": False}
+            return {"scheme": "", "is_redis": False, "is_sentinel": False}
         raise AnsibleFilterError(f"{variable} must be a broker URL with scheme one of {allowed} {example}")
     if not isinstance(url, str):
         raise AnsibleFilterError(f"{variable} must be a string, got {type(url).__name__}")
     if _CONTROL.search(url):
         raise AnsibleFilterError(f"{variable} must be one line without control characters")
-    if kind == "broker":
+    if kind == "broker" or url.partition("://")[0].lower() in SENTINEL_SCHEMES:
         # A broker URL may list failover URLs, separated by ';' (a RabbitMQ cluster's nodes): kombu connects to
-        # the first that answers.
-        alternates = [_one_url(part, variable, kind, allowed, example) for part in url.split(";")]
-        if len({parts["scheme"] for parts in alternates}) > 1:
-            raise AnsibleFilterError(f"{variable} lists URLs of different schemes: one broker, one scheme")
-        return {**alternates[0], "hosts": [parts["hostname"] for parts in alternates]}
+        # the first that answers. A sentinel URL, of a broker or a result backend, lists the sentinels this way.
+        first, *others = [_one_url(part, variable, kind, allowed, example) for part in url.split(";")]
+        if any(parts["scheme"] != first["scheme"] for parts in others):
+            one = "every URL a sentinel:// URL" if first["is_sentinel"] else "one broker, one scheme"
+            raise AnsibleFilterError(f"{variable} lists URLs of different schemes: {one}")
+        return {**first, "hosts": [parts["hostname"] for parts in (first, *others)]}
     return _one_url(url, variable, kind, allowed, example)
 
 
@@ -55,7 +60,7 @@ def _one_url(url, variable, kind, allowed, example):
     scheme = scheme.lower()
     if kind == "broker" and scheme not in BROKER_SCHEMES:
         raise AnsibleFilterError(f"{variable} has scheme {scheme!r}; allowed: {allowed} {example}")
-    parts = {"scheme": scheme, "is_redis": scheme in REDIS_SCHEMES}
+    parts = {"scheme": scheme, "is_redis": scheme in REDIS_SCHEMES, "is_sentinel": scheme in SENTINEL_SCHEMES}
     if kind == "backend" and not parts["is_redis"]:
         return parts
     parts.update(_url_to_parts(url, scheme, variable))

@@ -9,7 +9,9 @@ The units run ``celery -A reliable_celery_app worker|beat|flower``. This module:
   what the app set itself; ``celery --config`` would be silently ignored in that case;
 - sets ``broker_url`` and ``result_backend`` from the systemd credentials of the same names
   (``$CREDENTIALS_DIRECTORY``, ``LoadCredential=``): the passwords in them never enter the
-  environment, which every process a task starts would inherit;
+  environment, which every process a task starts would inherit; for a Redis Sentinel URL
+  (``sentinel://...;sentinel://...``), gives the sentinels the URL's login with socket timeouts
+  (``sentinel_kwargs``, ``sentinel_logins``);
 - writes ``$RUNTIME_DIRECTORY/start.json`` (its command line and the settings of the file) when it
   starts, from which celery_worker_restart can start this generation again if its successor
   cannot start (plugins/module_utils/_rollback.py);
@@ -63,7 +65,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import reliable_celery_leases
 import reliable_celery_poison
@@ -83,6 +85,18 @@ from kombu import Connection, Consumer, Queue
 from kombu import pools as kombu_pools
 
 CREDENTIAL_SETTINGS = ("broker_url", "result_backend")
+# The transport options of each URL setting, where kombu's SentinelChannel and Celery's SentinelBackend read
+# master_name and sentinel_kwargs (the sentinels' login).
+SENTINEL_TRANSPORT_OPTIONS = {
+    "broker_url": "broker_transport_options",
+    "result_backend": "result_backend_transport_options",
+}
+# Given sentinel_kwargs, redis-py talks to the sentinels with those alone: without socket timeouts a sentinel that
+# froze (a paused VM, a dropped network path) holds the client's lookup of the primary, and so the service, forever.
+# Every new connection looks the primary up, through the sentinels in the URLs' order: with the first frozen, each
+# paid the timeout, 5 s, and a restarted worker took 25 s to run its start canary (molecule/ha-redis). A live
+# sentinel answers in milliseconds; 1 s leaves a busy host room.
+SENTINEL_SOCKET_TIMEOUT_SECONDS = 1.0
 # Celery's prefork pool learns that a pool process died when the process's exit wakes its event loop,
 # or else at its own check every 5 s. Seen here: 11 of 35 SIGKILLed pool processes were noticed only
 # at that check, 0.9-4.8 s later, the task's message and the slot in the pool held meanwhile.
@@ -146,7 +160,30 @@ def _settings():
         credential = Path(credentials, name) if credentials else None
         if credential is not None and credential.is_file():
             settings[name] = credential.read_text().strip()
+    sentinel_logins(settings)
     return settings
+
+
+def sentinel_logins(settings) -> None:
+    """For each URL setting of SETTINGS that is a Redis Sentinel URL, the sentinels' login in its transport options
+    (SENTINEL_TRANSPORT_OPTIONS), unless they give ``sentinel_kwargs`` already: the user and password of the first
+    URL, which also log in to the primary (the sentinels accept the Redis servers' users), and socket timeouts of
+    SENTINEL_SOCKET_TIMEOUT_SECONDS. Runs after start.json is written: the password
+    never reaches a record or a log."""
+    for url_setting, options_setting in SENTINEL_TRANSPORT_OPTIONS.items():
+        url = settings.get(url_setting)
+        if not isinstance(url, str) or url.split("://", 1)[0].strip().lower() != "sentinel":
+            continue
+        options = settings.setdefault(options_setting, {})
+        if "sentinel_kwargs" in options:
+            continue
+        first = urlsplit(url.split(";", 1)[0].strip())
+        login = {"username": first.username, "password": first.password}
+        options["sentinel_kwargs"] = {
+            **{name: unquote(value) for name, value in login.items() if value},
+            "socket_timeout": SENTINEL_SOCKET_TIMEOUT_SECONDS,
+            "socket_connect_timeout": SENTINEL_SOCKET_TIMEOUT_SECONDS,
+        }
 
 
 def _record_start(settings):

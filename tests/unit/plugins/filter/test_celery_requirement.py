@@ -10,6 +10,10 @@ def test_redis_urls_and_gevent_pools_add_their_extras_once_sorted() -> None:
     assert requirement == "celery[gevent,msgpack,redis]==5.7.0"
 
 
+def test_redis_through_sentinel_needs_the_redis_extra() -> None:
+    assert celery_requirement("5.7.0", ["sentinel", ""]) == "celery[redis]==5.7.0"
+
+
 def test_amqp_needs_no_extra() -> None:
     assert celery_requirement("5.7.0", ["amqp", "rpc", ""]) == "celery==5.7.0"
 

@@ -17,6 +17,7 @@ SECRET = "s3cr3t-Pa55word"  # noqa: S105 - a test value
         f"pyamqp://celery:{SECRET}@[::1]:5672/",
         "amqp://celery:pa%2Fss%40word@rabbit/vhost%2Fa",
         "REDIS://broker",
+        f"sentinel://celery:{SECRET}@10.0.0.1:26379/0",
     ],
 )
 def test_parts_are_those_kombu_finds(url: str) -> None:
@@ -62,10 +63,13 @@ def test_a_password_with_a_slash_leaks_nothing_through_urllibs_port_message() ->
 
 
 def test_a_backend_may_be_empty_or_any_scheme_and_redis_is_parsed() -> None:
-    assert celery_url("", "celery_worker_result_backend", kind="backend") == {"scheme": "", "is_redis": False}
-    assert celery_url("rpc://", "celery_worker_result_backend", kind="backend") == {"scheme": "rpc", "is_redis": False}
+    none = {"scheme": "", "is_redis": False, "is_sentinel": False}
+    assert celery_url("", "celery_worker_result_backend", kind="backend") == none
+    assert celery_url("rpc://", "celery_worker_result_backend", kind="backend") == {**none, "scheme": "rpc"}
     assert celery_url("db+postgresql://u:p@db/x", "v", kind="backend")["scheme"] == "db+postgresql"
     assert celery_url(f"redis://:{SECRET}@b:6379/1", "v", kind="backend")["virtual_host"] == "1"
+    # Celery's Redis backend splits no ';': the URL is one, whatever is in its password.
+    assert celery_url("redis://:se;cret@b:6379/1", "v", kind="backend")["hostname"] == "b"
     with pytest.raises(AnsibleFilterError, match="has no host"):
         celery_url("redis://:#a@h/1", "v", kind="backend")
 
@@ -85,4 +89,49 @@ def test_a_broker_may_list_failover_urls_each_checked() -> None:
         celery_url(f"amqp://rabbit1;redis://:{SECRET}@broker", "celery_worker_broker_url")
     with pytest.raises(AnsibleFilterError, match="celery_worker_broker_url has no host") as error:
         celery_url(f"amqp://u:{SECRET}@rabbit1/celery;amqp:///celery", "celery_worker_broker_url")
+    assert SECRET not in str(error.value)
+
+
+SENTINELS = ";".join(f"sentinel://celery:{SECRET}@10.0.0.{n}:26379/0" for n in (1, 2, 3))
+
+
+@pytest.mark.parametrize("kind", ["broker", "backend"])
+def test_a_sentinel_url_lists_the_sentinels_of_a_redis(kind: str) -> None:
+    parts = celery_url(SENTINELS, "celery_worker_broker_url", kind=kind)
+    assert (parts["scheme"], parts["is_redis"], parts["is_sentinel"]) == ("sentinel", True, True)
+    assert parts["hosts"] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    assert (parts["hostname"], parts["port"], parts["userid"], parts["virtual_host"]) == (
+        "10.0.0.1",
+        26379,
+        "celery",
+        "0",
+    )
+    assert SECRET not in repr(parts)
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        (f"redis://:{SECRET}@broker:6379/0", "broker"),
+        ("amqp://rabbit1;amqp://rabbit2", "broker"),
+        (f"rediss://:{SECRET}@broker:6380/1", "backend"),
+        ("rpc://", "backend"),
+    ],
+)
+def test_other_urls_are_not_sentinel(url: str, kind: str) -> None:
+    assert celery_url(url, "v", kind=kind)["is_sentinel"] is False
+
+
+@pytest.mark.parametrize("kind", ["broker", "backend"])
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (f"{SENTINELS};redis://:{SECRET}@broker:6379/0", "every URL a sentinel:// URL"),
+        (f"sentinel://:{SECRET}@10.0.0.1:26379/0;sentinel:///0", "has no host"),
+    ],
+)
+def test_every_url_of_a_sentinel_list_is_a_sentinel_url_with_a_host(url: str, message: str, kind: str) -> None:
+    with pytest.raises(AnsibleFilterError, match=message) as error:
+        celery_url(url, "celery_beat_result_backend", kind=kind)
+    assert "celery_beat_result_backend" in str(error.value)
     assert SECRET not in str(error.value)
