@@ -52,16 +52,17 @@ def rabbitmq_cluster(nodes, cookie, this_host):
 
 def broker_hosts_as_cluster_nodes(broker_types, group):
     """BROKER_TYPES (each host of the broker GROUP, in inventory order: its celery_broker_type) as the short host
-    names of the RabbitMQ cluster they form, or [] for one host. Several hosts must all be RabbitMQ: Redis and
-    Valkey serve from one host."""
+    names of the RabbitMQ cluster they form, or [] for one host or several Redis or Valkey hosts (a replication
+    group with Sentinel: plugins/filter/redis_sentinel.py). Several hosts must all run the same broker."""
     types = sorted(set(broker_types.values()))
-    if len(broker_types) > 1 and types != ["rabbitmq"]:
+    if len(broker_types) > 1 and len(types) > 1:
         raise AnsibleFilterError(
             f"{group} has {len(broker_types)} hosts with celery_broker_type {', '.join(types)}: one host serves any "
-            "broker type (redis, valkey, rabbitmq), and several hosts form one RabbitMQ cluster, each with "
-            "celery_broker_type rabbitmq (celery_site_broker_group names the group)"
+            "broker type (redis, valkey, rabbitmq); several hosts form one broker of one type, every host with the "
+            "same celery_broker_type: a RabbitMQ cluster (rabbitmq), or Redis or Valkey with Sentinel (redis or "
+            "valkey) (celery_site_broker_group names the group)"
         )
-    return [host.split(".", 1)[0] for host in broker_types] if len(broker_types) > 1 else []
+    return [host.split(".", 1)[0] for host in broker_types] if len(broker_types) > 1 and types == ["rabbitmq"] else []
 
 
 # What every client of a cluster needs: queues replicated on every node (quorum), so that losing one node loses no

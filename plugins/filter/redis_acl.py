@@ -11,6 +11,12 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.reliable.celery.plugins.module_utils._versions import major_minor
 
 ADMIN_USER = "celery-broker-admin"
+# With Sentinel (plugins/filter/redis_sentinel.py) the servers and sentinels log in to each other as two users of
+# their own, with celery_broker_redis_sentinel_password: a replica to its primary, a sentinel to a server and to the
+# other sentinels.
+REPLICA_USER = "celery-broker-replica"
+SENTINEL_USER = "celery-broker-sentinel"
+RESERVED_NAMES = (ADMIN_USER, REPLICA_USER, SENTINEL_USER, "default")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # Whitespace and quotes would break redis-cli's line syntax the role checks passwords with.
 PASSWORD_REFUSED = re.compile(r"[\s\"'\\\x00-\x1f\x7f]")
@@ -68,7 +74,7 @@ def _password_hash(password):
     return hashlib.sha256(password.encode("utf-8")).hexdigest()
 
 
-def _check_password(password, where):
+def check_password(password, where):
     if not isinstance(password, str):
         raise AnsibleFilterError(f"{where} must be a string, got {type(password).__name__}")
     if len(password) < MIN_PASSWORD_LENGTH or PASSWORD_REFUSED.search(password):
@@ -86,10 +92,10 @@ def _check_user(user, index, variable):
     if unknown:
         raise AnsibleFilterError(f"{where} has unknown keys {', '.join(map(str, unknown))}; allowed: {', '.join(KEYS)}")
     name = user.get("name")
-    if not isinstance(name, str) or not NAME.match(name) or name in (ADMIN_USER, "default"):
+    if not isinstance(name, str) or not NAME.match(name) or name in RESERVED_NAMES:
         raise AnsibleFilterError(
             f"{where}.name must be 1-64 letters, digits, '.', '_' or '-' starting with a letter or digit, "
-            f"and neither {ADMIN_USER} nor default (the role's own; celery_broker_password gives default a password)"
+            f"and none of {', '.join(RESERVED_NAMES)} (the role's own; celery_broker_password gives default a password)"
         )
     role = user.get("role")
     if role not in ROLES:
@@ -101,7 +107,7 @@ def _check_user(user, index, variable):
             "(two while a password is rotated: the old one first, the new one last)"
         )
     for number, password in enumerate(passwords):
-        _check_password(password, f"{where}.passwords[{number}]")
+        check_password(password, f"{where}.passwords[{number}]")
     if len(set(passwords)) != len(passwords):
         raise AnsibleFilterError(f"{where}.passwords holds the same password twice")
     return name, role, passwords
@@ -134,15 +140,76 @@ def _rules(role, passwords, server_version):
 DISABLED_DEFAULT_RULES = f"off resetpass {_permissions('worker')}"
 
 
-def redis_acl(users, admin_password, legacy_password=None, variable="celery_broker_redis_users", server_version="7.0"):
+# The commands of the Sentinel users: a replica's to its primary, and a sentinel's to a server (those Redis' Sentinel
+# documentation lists; at a failover SLAVEOF and CONFIG REWRITE inside MULTI, which one refused command would void).
+_REPLICA_COMMANDS = ("psync", "replconf", "ping")
+_SENTINEL_COMMANDS = (
+    "multi", "exec", "slaveof", "replicaof", "ping", "subscribe", "publish", "config|rewrite", "role", "info",
+    "client|setname", "client|kill", "script|kill",
+)  # fmt: skip
+# What redis-py's Sentinel client asks a sentinel: the primary of a name, its replicas and the other sentinels.
+_SENTINEL_CLIENT_COMMANDS = (
+    "ping", "hello", "sentinel|masters", "sentinel|master", "sentinel|get-master-addr-by-name",
+    "sentinel|slaves", "sentinel|replicas", "sentinel|sentinels",
+)  # fmt: skip
+
+
+def _internal_rules(commands, password):
+    return f"on #{_password_hash(password)} &* -@all " + " ".join(f"+{command}" for command in commands)
+
+
+def redis_acl(  # noqa: PLR0913 - a Jinja filter's keyword arguments
+    users,
+    admin_password,
+    legacy_password=None,
+    *,
+    variable="celery_broker_redis_users",
+    server_version="7.0",
+    sentinel_password=None,
+):
     """The ACL users for USERS: a list of dicts {name, rules}, ``default`` and the role's admin included.
 
     Each rule set starts from nothing: ``ACL SETUSER NAME reset RULES`` and ``user NAME RULES``
     in an aclfile give the same user. Passwords appear only as SHA-256 hashes. With no USERS,
     LEGACY_PASSWORD (celery_broker_password) becomes the ``default`` user's, as a worker: old
     ``redis://:PASSWORD@`` URLs keep working without the rights of an administrator.
-    SERVER_VERSION (MAJOR.MINOR of Redis, or of Valkey) decides which commands the server knows.
+    SERVER_VERSION (MAJOR.MINOR of Redis, or of Valkey) decides which commands the server knows. With
+    SENTINEL_PASSWORD, the users replicas and sentinels log in with are appended.
     """
+    checked = _checked_users(users, legacy_password, variable)
+    if not isinstance(admin_password, str) or not admin_password:
+        raise AnsibleFilterError("redis_acl: the admin password is missing")
+    names = [name for name, _role, _passwords in checked]
+    acl = [{"name": name, "rules": _rules(role, passwords, server_version)} for name, role, passwords in checked]
+    if "default" not in names:
+        acl.insert(0, {"name": "default", "rules": DISABLED_DEFAULT_RULES})
+    acl.append({"name": ADMIN_USER, "rules": f"on #{_password_hash(admin_password)} ~* &* +@all"})
+    if sentinel_password:
+        acl.append({"name": REPLICA_USER, "rules": _internal_rules(_REPLICA_COMMANDS, sentinel_password)})
+        acl.append({"name": SENTINEL_USER, "rules": _internal_rules(_SENTINEL_COMMANDS, sentinel_password)})
+    return acl
+
+
+def sentinel_acl(users, sentinel_password, legacy_password=None, server_version="7.0"):
+    """The ACL users of a sentinel: each client's (USERS, as redis_acl checks them) with only what a client asks a
+    sentinel, the other sentinels' with SENTINEL_PASSWORD, ``default`` disabled unless it is the legacy user."""
+    checked = _checked_users(users, legacy_password, "celery_broker_redis_users")
+    commands = list(_SENTINEL_CLIENT_COMMANDS)
+    if _version(server_version) >= CLIENT_SETINFO_SINCE:
+        commands.append("client|setinfo")
+    allowed = "-@all " + " ".join(f"+{command}" for command in commands)
+    acl = [
+        {"name": name, "rules": "on " + " ".join(f"#{_password_hash(p)}" for p in passwords) + " " + allowed}
+        for name, _role, passwords in checked
+    ]
+    if "default" not in [user["name"] for user in acl]:
+        acl.insert(0, {"name": "default", "rules": "off resetpass -@all"})
+    acl.append({"name": SENTINEL_USER, "rules": f"on #{_password_hash(sentinel_password)} ~* &* +@all"})
+    return acl
+
+
+def _checked_users(users, legacy_password, variable):
+    """USERS checked: (name, role, passwords) each; with none, the legacy password's default user."""
     if users is None:
         users = []
     if not isinstance(users, list):
@@ -153,7 +220,7 @@ def redis_acl(users, admin_password, legacy_password=None, variable="celery_brok
                 f"{variable} must list the clients' users (or celery_broker_password must be set: "
                 "the password of the default user, for workers)"
             )
-        _check_password(legacy_password, "celery_broker_password")
+        check_password(legacy_password, "celery_broker_password")
         checked = [("default", "worker", [legacy_password])]
     else:
         checked = [_check_user(user, index, variable) for index, user in enumerate(users)]
@@ -161,13 +228,7 @@ def redis_acl(users, admin_password, legacy_password=None, variable="celery_brok
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise AnsibleFilterError(f"{variable} names a user twice: {', '.join(duplicates)}")
-    if not isinstance(admin_password, str) or not admin_password:
-        raise AnsibleFilterError("redis_acl: the admin password is missing")
-    acl = [{"name": name, "rules": _rules(role, passwords, server_version)} for name, role, passwords in checked]
-    if "default" not in names:
-        acl.insert(0, {"name": "default", "rules": DISABLED_DEFAULT_RULES})
-    acl.append({"name": ADMIN_USER, "rules": f"on #{_password_hash(admin_password)} ~* &* +@all"})
-    return acl
+    return checked
 
 
 def _hashes(rules):
@@ -192,4 +253,4 @@ def redis_acl_replaced(acl, live_acl_list):
 
 class FilterModule:
     def filters(self):
-        return {"redis_acl": redis_acl, "redis_acl_replaced": redis_acl_replaced}
+        return {"redis_acl": redis_acl, "redis_acl_replaced": redis_acl_replaced, "sentinel_acl": sentinel_acl}

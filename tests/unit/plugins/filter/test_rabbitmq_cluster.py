@@ -76,11 +76,16 @@ def test_several_rabbitmq_broker_hosts_are_the_nodes_of_one_cluster_by_short_nam
 @pytest.mark.parametrize(
     "broker_types",
     [
-        {"b1": "redis", "b2": "redis", "b3": "redis"},
+        {"b1": "redis", "b2": "redis", "b3": "valkey"},
         {"b1": "rabbitmq", "b2": "rabbitmq", "b3": "valkey"},
     ],
 )
-def test_several_brokers_that_are_not_all_rabbitmq_are_refused_naming_the_group(broker_types: dict) -> None:
+def test_several_brokers_of_mixed_types_are_refused_naming_the_group(broker_types: dict) -> None:
     with pytest.raises(AnsibleFilterError, match="message_bus has 3 hosts with celery_broker_type") as error:
         broker_hosts_as_cluster_nodes(broker_types, "message_bus")
     assert "celery_site_broker_group" in str(error.value)
+
+
+@pytest.mark.parametrize("broker_type", ["redis", "valkey"])
+def test_several_redis_or_valkey_hosts_are_no_rabbitmq_cluster(broker_type: str) -> None:
+    assert broker_hosts_as_cluster_nodes({"b1": broker_type, "b2": broker_type, "b3": broker_type}, "broker") == []

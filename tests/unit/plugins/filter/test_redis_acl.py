@@ -9,6 +9,7 @@ from ansible_collections.reliable.celery.plugins.filter.redis_acl import (
     redis_acl,
     redis_acl_replaced,
     role_commands,
+    sentinel_acl,
 )
 
 OLD = "Old/Secret#with?reserved@chars%40"
@@ -77,7 +78,7 @@ def test_the_legacy_password_becomes_a_default_user_with_a_workers_rights() -> N
 @pytest.mark.parametrize("role", sorted(ROLE_COMMANDS))
 def test_the_default_user_cannot_be_listed(role: str) -> None:
     # As beat or flower it could not replay the workers' transactions from the append-only file.
-    with pytest.raises(AnsibleFilterError, match=r"redis_users\[0\]\.name .* neither celery-broker-admin nor default"):
+    with pytest.raises(AnsibleFilterError, match=r"redis_users\[0\]\.name .* none of celery-broker-admin, .*, default"):
         redis_acl([{"name": "default", "role": role, "passwords": [NEW]}], ADMIN)
 
 
@@ -91,7 +92,7 @@ def test_the_default_user_cannot_be_listed(role: str) -> None:
         (["worker"], None, "celery_broker_redis_users[0] must be a dict"),
         ([{"name": "w", "role": "worker", "passwords": [NEW], "password": NEW}], None, "[0] has unknown keys password"),
         ([{"name": "a b", "role": "worker", "passwords": [NEW]}], None, "celery_broker_redis_users[0].name must be"),
-        ([{"name": "celery-broker-admin", "role": "worker", "passwords": [NEW]}], None, "neither celery-broker-admin"),
+        ([{"name": "celery-broker-admin", "role": "worker", "passwords": [NEW]}], None, "none of celery-broker-admin"),
         ([{"name": "w", "role": "admin", "passwords": [NEW]}], None, "[0].role must be one of worker, beat, flower"),
         ([{"name": "w", "role": "worker", "passwords": NEW}], None, "[0].passwords must be a list of 1 to 3"),
         ([{"name": "w", "role": "worker", "passwords": []}], None, "[0].passwords must be a list of 1 to 3"),
@@ -151,3 +152,38 @@ def test_clients_may_name_themselves_where_the_server_knows_client_setinfo(versi
 def test_a_server_version_that_is_no_version_is_refused() -> None:
     with pytest.raises(AnsibleFilterError, match=r"server_version must be MAJOR\.MINOR"):
         redis_acl(USERS, ADMIN, server_version="eight")
+
+
+def test_with_sentinel_replicas_and_sentinels_get_users_of_their_own() -> None:
+    acl = by_name(redis_acl(USERS, ADMIN, sentinel_password=NEW))
+    digest = hashlib.sha256(NEW.encode()).hexdigest()
+    assert acl["celery-broker-replica"] == f"on #{digest} &* -@all +psync +replconf +ping"
+    assert "+slaveof" in acl["celery-broker-sentinel"]
+    assert "+config|rewrite" in acl["celery-broker-sentinel"]
+    assert "+flushall" not in acl["celery-broker-sentinel"]
+    assert "~" not in acl["celery-broker-sentinel"]
+    assert "celery-broker-replica" not in by_name(redis_acl(USERS, ADMIN))
+
+
+def test_a_sentinels_clients_may_only_ask_where_the_primary_is() -> None:
+    acl = by_name(sentinel_acl(USERS, NEW, server_version="8.0"))
+    assert acl["default"] == "off resetpass -@all"
+    worker = acl["worker"].split()
+    assert worker[:3] == [
+        "on",
+        f"#{hashlib.sha256(OLD.encode()).hexdigest()}",
+        f"#{hashlib.sha256(NEW.encode()).hexdigest()}",
+    ]
+    assert "-@all" in worker
+    assert "+sentinel|get-master-addr-by-name" in worker
+    assert "+client|setinfo" in worker
+    assert not [rule for rule in worker if rule in ("+@all", "+sentinel|set", "+sentinel|failover", "+acl")]
+    assert acl["celery-broker-sentinel"].endswith("~* &* +@all")
+    assert OLD not in str(acl)
+    assert NEW not in str(acl)
+
+
+@pytest.mark.parametrize("name", ["celery-broker-replica", "celery-broker-sentinel"])
+def test_the_sentinel_users_names_are_the_roles_own(name: str) -> None:
+    with pytest.raises(AnsibleFilterError, match="none of celery-broker-admin"):
+        redis_acl([{"name": name, "role": "worker", "passwords": [NEW]}], ADMIN)
