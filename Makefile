@@ -12,9 +12,9 @@ help:
 	@echo "make demo-down  remove the demo hosts"
 	@echo "make test       full suite: setup, lint, sanity, unit, argument specs, build, molecule"
 	@echo "make molecule   only the molecule scenarios (SCENARIO=name for one)"
-	@echo "make chaos      the full chaos run: 1000 tasks, every fault 3 times, on Redis, RabbitMQ and a RabbitMQ cluster"
+	@echo "make chaos      the full chaos run: 1000 tasks, every fault 3 times, on Redis, RabbitMQ, a RabbitMQ cluster and Redis with Sentinel"
 	@echo "make lint       yamllint, ansible-lint (production profile), ruff, changelog fragments"
-	@echo "make benchmark  restart gaps, site.yml times, crash recovery, poison tasks, watchdog and soak, installers, fleet deploys, a RabbitMQ cluster's failover (docs/benchmarks.md; PARTS=restart, stack, crash, watchdog, install, fleet or ha)"
+	@echo "make benchmark  restart gaps, site.yml times, crash recovery, poison tasks, watchdog and soak, installers, fleet deploys, a RabbitMQ cluster's and Sentinel's failover (docs/benchmarks.md; PARTS=restart, stack, crash, watchdog, install, fleet, ha or ha-redis)"
 	@echo "make clean      remove this checkout's .cache (the shared venv and image stay)"
 
 demo: setup
@@ -71,9 +71,9 @@ molecule: setup
 	@scripts/molecule.sh $(SCENARIO)
 
 # `make test` runs the chaos scenarios short (200 tasks, every fault once); this is the full run,
-# with a RabbitMQ cluster's failover (ha-rabbitmq).
+# with a RabbitMQ cluster's failover (ha-rabbitmq) and Redis Sentinel's (ha-redis).
 chaos: setup
-	@CHAOS_TASKS=1000 CHAOS_ROUNDS=3 HA_TASKS=1000 scripts/molecule.sh chaos-redis chaos-rabbitmq ha-rabbitmq
+	@CHAOS_TASKS=1000 CHAOS_ROUNDS=3 HA_TASKS=1000 scripts/molecule.sh chaos-redis chaos-rabbitmq ha-rabbitmq ha-redis
 
 # Not part of `make test`: a report, not an assertion.
 benchmark: setup

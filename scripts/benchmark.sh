@@ -4,11 +4,12 @@
 # on the chaos scenarios' hosts the stack (benchmarks/stack.py), crash recovery and poison tasks
 # (benchmarks/crash.py) and hung workers with systemd's watchdog, with a 30-minute soak
 # (benchmarks/watchdog.py), a release's build with pip and with uv in a container of the test-host
-# image (benchmarks/installers.py), deploys of ten worker hosts (benchmarks/fleet.py, molecule/fleet)
-# and a RabbitMQ cluster losing a node (benchmarks/ha.py, molecule/ha-rabbitmq).
+# image (benchmarks/installers.py), deploys of ten worker hosts (benchmarks/fleet.py, molecule/fleet),
+# a RabbitMQ cluster losing a node and Redis with Sentinel losing its primary (benchmarks/ha.py,
+# molecule/ha-rabbitmq and ha-redis).
 # A report, not an assertion: figures on a busy machine vary, so this is not part of `make test`.
 # Arguments name the parts to run again, as PART (every suite) or PART:SUITE (restart, stack, crash,
-# watchdog, install, fleet, ha; e.g. stack:trixie); the others come from their last report in .cache/benchmarks.
+# watchdog, install, fleet, ha, ha-redis; e.g. stack:trixie); the others come from their last report in .cache/benchmarks.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 activate_toolchain
 cd "$REPO_ROOT"
@@ -18,7 +19,7 @@ export RELIABLE_CELERY_EXAMPLE_WHEELHOUSE
 reports="$REPO_ROOT/.cache/benchmarks"
 mkdir -p "$reports"
 
-all_parts=(restart stack crash watchdog install fleet ha)
+all_parts=(restart stack crash watchdog install fleet ha ha-redis)
 parts=("$@")
 ((${#parts[@]})) || parts=("${all_parts[@]}")
 for suite in "${TESTHOST_SUITES[@]}"; do
@@ -36,10 +37,11 @@ for suite in "${TESTHOST_SUITES[@]}"; do
         molecule destroy -s restart >/dev/null
         ((status == 0)) || die "the restart benchmark on $suite failed"
       else
-        script="benchmarks/$part.py"
-        [[ "$part" == install ]] && script=benchmarks/installers.py
-        log "$part benchmark on $suite ($script)"
-        python "$script" --output "$report" || die "the $part benchmark on $suite failed"
+        script=("benchmarks/$part.py")
+        [[ "$part" == install ]] && script=(benchmarks/installers.py)
+        [[ "$part" == ha-redis ]] && script=(benchmarks/ha.py --scenario ha-redis)
+        log "$part benchmark on $suite (${script[*]})"
+        python "${script[@]}" --output "$report" || die "the $part benchmark on $suite failed"
       fi
     )
   done

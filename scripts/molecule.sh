@@ -20,7 +20,7 @@ cd "$REPO_ROOT"
 FLOOR_SCENARIOS=(site)
 SUITELESS_SCENARIOS=(testhost)
 # Run only when named (`make chaos`, `make benchmark`), not by default.
-NAMED_ONLY_SCENARIOS=(ha-rabbitmq fleet)
+NAMED_ONLY_SCENARIOS=(ha-rabbitmq ha-redis fleet)
 requested=()
 while (($#)) && [[ "$1" != "--" ]]; do requested+=("$1"); shift; done
 [[ "${1:-}" == "--" ]] && shift
