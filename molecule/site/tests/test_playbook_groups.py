@@ -103,8 +103,15 @@ def test_site_playbook_deploys_an_inventory_with_other_group_names(fleet, tmp_pa
         ({"celery_site_broker_group": "message_bus"}, "celery_site_broker_group is 'message_bus', and no host"),
         # Optional parts are required once their variable names a group.
         ({"celery_site_flower_group": "monitoring"}, "celery_site_flower_group is 'monitoring', and no host"),
-        # Several broker hosts form a RabbitMQ cluster; Redis and Valkey serve from one.
-        ({"celery_site_broker_group": "broker:workers"}, "broker:workers has 3 hosts with celery_broker_type"),
+        # Several broker hosts form one broker of one type (a RabbitMQ cluster, Redis with Sentinel): a mixture
+        # cannot be served.
+        (
+            {
+                "celery_site_broker_group": "broker:workers",
+                "celery_broker_type": "{{ 'rabbitmq' if inventory_hostname in groups['workers'] else 'redis' }}",
+            },
+            "broker:workers has 3 hosts with celery_broker_type rabbitmq, redis",
+        ),
     ],
 )
 def test_site_playbook_fails_before_any_change_when_a_required_group_has_no_host(
