@@ -120,17 +120,26 @@ def _version(server_version):
         raise AnsibleFilterError(f"redis_acl: server_version must be MAJOR.MINOR, got {server_version!r}") from None
 
 
-def _permissions(role, server_version="7.0"):
-    # Queue names are the app's own, so every key; fanout and event channels, so every channel.
-    commands = role_commands(role)
+def _allowed(commands, server_version="7.0"):
+    """-@all and COMMANDS, with CLIENT SETINFO where the server knows it."""
+    commands = list(commands)
     if _version(server_version) >= CLIENT_SETINFO_SINCE:
         commands.append("client|setinfo")
-    return "~* &* -@all " + " ".join(f"+{command}" for command in commands)
+    return "-@all " + " ".join(f"+{command}" for command in commands)
+
+
+def _login(passwords):
+    """An enabled user with PASSWORDS, as hashes."""
+    return "on " + " ".join(f"#{_password_hash(password)}" for password in passwords)
+
+
+def _permissions(role, server_version="7.0"):
+    # Queue names are the app's own, so every key; fanout and event channels, so every channel.
+    return "~* &* " + _allowed(role_commands(role), server_version)
 
 
 def _rules(role, passwords, server_version):
-    hashes = " ".join(f"#{_password_hash(password)}" for password in passwords)
-    return f"on {hashes} {_permissions(role, server_version)}"
+    return f"{_login(passwords)} {_permissions(role, server_version)}"
 
 
 # Nobody can log in as a disabled default user, but Redis replays the append-only file's
@@ -155,7 +164,7 @@ _SENTINEL_CLIENT_COMMANDS = (
 
 
 def _internal_rules(commands, password):
-    return f"on #{_password_hash(password)} &* -@all " + " ".join(f"+{command}" for command in commands)
+    return f"{_login([password])} &* -@all " + " ".join(f"+{command}" for command in commands)
 
 
 def redis_acl(  # noqa: PLR0913 - a Jinja filter's keyword arguments
@@ -183,7 +192,7 @@ def redis_acl(  # noqa: PLR0913 - a Jinja filter's keyword arguments
     acl = [{"name": name, "rules": _rules(role, passwords, server_version)} for name, role, passwords in checked]
     if "default" not in names:
         acl.insert(0, {"name": "default", "rules": DISABLED_DEFAULT_RULES})
-    acl.append({"name": ADMIN_USER, "rules": f"on #{_password_hash(admin_password)} ~* &* +@all"})
+    acl.append({"name": ADMIN_USER, "rules": f"{_login([admin_password])} ~* &* +@all"})
     if sentinel_password:
         acl.append({"name": REPLICA_USER, "rules": _internal_rules(_REPLICA_COMMANDS, sentinel_password)})
         acl.append({"name": SENTINEL_USER, "rules": _internal_rules(_SENTINEL_COMMANDS, sentinel_password)})
@@ -194,17 +203,11 @@ def sentinel_acl(users, sentinel_password, legacy_password=None, server_version=
     """The ACL users of a sentinel: each client's (USERS, as redis_acl checks them) with only what a client asks a
     sentinel, the other sentinels' with SENTINEL_PASSWORD, ``default`` disabled unless it is the legacy user."""
     checked = _checked_users(users, legacy_password, "celery_broker_redis_users")
-    commands = list(_SENTINEL_CLIENT_COMMANDS)
-    if _version(server_version) >= CLIENT_SETINFO_SINCE:
-        commands.append("client|setinfo")
-    allowed = "-@all " + " ".join(f"+{command}" for command in commands)
-    acl = [
-        {"name": name, "rules": "on " + " ".join(f"#{_password_hash(p)}" for p in passwords) + " " + allowed}
-        for name, _role, passwords in checked
-    ]
+    allowed = _allowed(_SENTINEL_CLIENT_COMMANDS, server_version)
+    acl = [{"name": name, "rules": f"{_login(passwords)} {allowed}"} for name, _role, passwords in checked]
     if "default" not in [user["name"] for user in acl]:
         acl.insert(0, {"name": "default", "rules": "off resetpass -@all"})
-    acl.append({"name": SENTINEL_USER, "rules": f"on #{_password_hash(sentinel_password)} ~* &* +@all"})
+    acl.append({"name": SENTINEL_USER, "rules": f"{_login([sentinel_password])} ~* &* +@all"})
     return acl
 
 
