@@ -1,7 +1,7 @@
 # Copyright: reliable.celery maintainers
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The redis_sentinel filter: the Redis or Valkey replication group with Sentinel a broker host joins, checked
-before anything changes."""
+before anything changes; sentinel_group_whole: whether a sentinel says that group is whole."""
 
 from __future__ import annotations
 
@@ -58,6 +58,26 @@ def broker_hosts_as_sentinel_nodes(broker_types, broker_addresses):
     return [broker_addresses[host] for host in broker_types] if several_redis else []
 
 
+def sentinel_group_whole(answer_lines, node_count):
+    """Whether a sentinel's ANSWER_LINES (to AUTH, SENTINEL CKQUORUM and SENTINEL MASTER, one line each then names
+    and values one per line, as redis-cli prints them) say the group of NODE_COUNT hosts is whole: a quorum to fail
+    over, and a primary with every other host as its replica and every other host's sentinel watching it."""
+    lines = [str(line) for line in answer_lines or []]
+    primary = dict(zip(lines[2::2], lines[3::2], strict=False))
+    others = str(int(node_count) - 1)
+    return (
+        lines[1:2] != []
+        and lines[1].startswith("OK ")
+        and primary.get("flags") == "master"
+        and primary.get("num-slaves") == others
+        and primary.get("num-other-sentinels") == others
+    )
+
+
 class FilterModule:
     def filters(self):
-        return {"redis_sentinel": redis_sentinel, "broker_hosts_as_sentinel_nodes": broker_hosts_as_sentinel_nodes}
+        return {
+            "redis_sentinel": redis_sentinel,
+            "broker_hosts_as_sentinel_nodes": broker_hosts_as_sentinel_nodes,
+            "sentinel_group_whole": sentinel_group_whole,
+        }

@@ -5,6 +5,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.reliable.celery.plugins.filter.redis_sentinel import (
     broker_hosts_as_sentinel_nodes,
     redis_sentinel,
+    sentinel_group_whole,
 )
 
 NODES = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
@@ -48,3 +49,36 @@ def test_several_redis_hosts_are_a_sentinel_group_of_their_addresses() -> None:
     assert broker_hosts_as_sentinel_nodes({"b1": "valkey", "b2": "valkey", "b3": "valkey"}, addresses) == NODES
     assert broker_hosts_as_sentinel_nodes({"b1": "redis"}, addresses) == []
     assert broker_hosts_as_sentinel_nodes({"b1": "rabbitmq", "b2": "rabbitmq", "b3": "rabbitmq"}, addresses) == []
+
+
+# What redis-cli prints for AUTH, SENTINEL CKQUORUM and SENTINEL MASTER on a whole group of three (abridged).
+WHOLE = [
+    "OK",
+    "OK 3 usable Sentinels. Quorum and failover authorization can be reached",
+    *["name", "celery", "ip", "10.0.0.2", "port", "6379", "flags", "master"],
+    *["num-slaves", "2", "num-other-sentinels", "2", "quorum", "2"],
+]
+
+
+def test_a_group_is_whole_with_a_quorum_a_primary_and_every_other_host_replicating_and_watching() -> None:
+    assert sentinel_group_whole(WHOLE, 3)
+
+
+@pytest.mark.parametrize(
+    ("index", "value"),
+    [
+        (1, "(error) NOQUORUM 1 usable Sentinels. Not enough available Sentinels to reach the majority"),
+        (9, "s_down,master"),
+        (11, "1"),
+        (13, "1"),
+    ],
+)
+def test_a_group_short_of_a_quorum_a_healthy_primary_a_replica_or_a_sentinel_is_not_whole(index, value) -> None:
+    answer = list(WHOLE)
+    answer[index] = value
+    assert not sentinel_group_whole(answer, 3)
+
+
+@pytest.mark.parametrize("answer", [[], ["(error) WRONGPASS invalid username-password pair"], WHOLE[:2]])
+def test_no_answer_or_a_refused_one_is_not_whole(answer) -> None:
+    assert not sentinel_group_whole(answer, 3)
