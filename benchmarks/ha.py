@@ -49,12 +49,13 @@ SCENARIOS = {
             "stop:primary": "`docker stop` of the primary, back after 20 s",
             "freeze:primary": "`docker pause` of the primary for 60 s",
             "disconnect:primary": "`docker network disconnect` of the primary for 20 s",
-            "kill:primary": "SIGKILL of the primary's `redis-server` (systemd restarts it)",
+            "kill:primary": "SIGKILL of the primary's `{command}-server` (systemd restarts it)",
         },
-        "title": "Redis with Sentinel losing its primary",
-        "hosts": "three Redis hosts (a primary, two replicas, a sentinel each) and a worker host, molecule/ha-redis",
+        "title": "{server} with Sentinel losing its primary",
+        "hosts": "three {server} hosts (a primary, two replicas, a sentinel each) and a worker host, molecule/ha-redis",
         "publish": "through the sentinels, asking the struck host's last",
-        "server": "Redis",
+        # The suite's Redis-protocol server (lib.sh: Valkey on Debian 13), which the scenario deploys.
+        "server": "{server}",
         "bound": 30,
     },
 }
@@ -92,8 +93,12 @@ def measure(scenario: str, tasks: int) -> tuple[float, list[dict], str]:
 
 
 def report(scenario: str, tasks: int, converge_seconds: float, rows: list[dict], failure: str) -> str:
-    kind = SCENARIOS[scenario]
-    faults, server = kind["faults"], kind["server"]
+    command = os.environ.get("TESTHOST_REDIS_SERVER", "redis")
+    words = {"command": command, "server": {"redis": "Redis", "valkey": "Valkey"}.get(command, command)}
+    kind = {
+        key: value.format(**words) if isinstance(value, str) else value for key, value in SCENARIOS[scenario].items()
+    }
+    faults, server = {fault: text.format(**words) for fault, text in kind["faults"].items()}, kind["server"]
     lines = [
         *report_heading(kind["title"], kind["hosts"] + "); Ansible on the same machine."),
         "",

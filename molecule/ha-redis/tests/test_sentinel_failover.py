@@ -1,8 +1,8 @@
-"""Redis with Sentinel on three hosts loses its primary while a producer publishes HA_TASKS short tasks: its Redis
-SIGKILLed, its host stopped, frozen 60 s (docker pause) or cut off the network (docker network disconnect). The
-sentinels promote a replica; the worker consumes again within RESUME_BOUND s, and every task the broker acknowledged
-runs. The figures go to .cache/molecule-logs/HA.txt (and as JSON lines to HA_RECORD, if set: benchmarks/ha.py);
-HA_FAULTS (comma-separated) picks the faults."""
+"""Redis with Sentinel on three hosts (Valkey on Debian 13: CHAOS_BROKER) loses its primary while a producer
+publishes HA_TASKS short tasks: its server SIGKILLed, its host stopped, frozen 60 s (docker pause) or cut off the
+network (docker network disconnect). The sentinels promote a replica; the worker consumes again within RESUME_BOUND
+s, and every task the broker acknowledged runs. The figures go to .cache/molecule-logs/HA.txt (and as JSON lines to
+HA_RECORD, if set: benchmarks/ha.py); HA_FAULTS (comma-separated) picks the faults."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ BROKERS = [f"{PREFIX}-broker{n}" for n in (1, 2, 3)]
 WORKER = f"{PREFIX}-worker1"
 NETWORK = PREFIX
 MASTER = "celery"
+# redis or valkey: Debian names the server's packages, files, commands and services after it.
+SERVER = os.environ["CHAOS_BROKER"]
 SENTINEL_USER = "celery-broker-sentinel"
 FAULTS = os.environ.get("HA_FAULTS", "kill:primary,stop:primary,freeze:primary,disconnect:primary").split(",")
 # The issue's bound for Sentinel: consumption resumes within 30 s of losing the primary.
@@ -27,7 +29,7 @@ def sentinel(host, *command: str) -> list[str]:
     """A command to the host's sentinel as the sentinels' own user (its password read on the host, over stdin)."""
     script = (
         f"printf 'AUTH {SENTINEL_USER} %s\\n{' '.join(command)}\\n' "
-        '"$(awk \'$2 == "sentinel-pass" {print $3}\' /etc/redis/sentinel.conf)" | redis-cli -p 26379'
+        f'"$(awk \'$2 == "sentinel-pass" {{print $3}}\' /etc/{SERVER}/sentinel.conf)" | {SERVER}-cli -p 26379'
     )
     result = host.run(script)
     lines = result.stdout.splitlines()
@@ -70,7 +72,7 @@ def whole(brokers: dict) -> bool:
 
 def strike(kind: str, node: str, brokers: dict) -> float:
     if kind == "kill":
-        return float(brokers[node].check_output("pkill -KILL -x redis-server; date +%s.%N"))
+        return float(brokers[node].check_output(f"pkill -KILL -x {SERVER}-server; date +%s.%N"))
     return strike_host(kind, node, NETWORK)
 
 
@@ -78,7 +80,7 @@ def recover(kind: str, node: str, brokers: dict) -> None:
     recover_host(kind, node, NETWORK)
     # systemd restarts a SIGKILLed Redis (Restart=always); a stopped host boots it. The sentinels make the old
     # primary a replica of the new one.
-    wait_for(lambda: brokers[node].run("systemctl is-active redis-server.service").rc == 0, 180, f"{node} up")
+    wait_for(lambda: brokers[node].run(f"systemctl is-active {SERVER}-server.service").rc == 0, 180, f"{node} up")
     wait_for(lambda: whole(brokers), 180, "the sentinels agreeing on a primary with both other hosts as replicas")
 
 
@@ -93,12 +95,12 @@ def test_losing_the_primary_loses_no_acknowledged_task(fault: str) -> None:
         worker, lambda: strike(kind, node, brokers), lambda: recover(kind, node, brokers), count=TASKS, avoid=node
     )
     after = primary(brokers)
-    memory = [round(service_memory_mib(host, "redis-server.service")) for host in brokers.values()]
+    memory = [round(service_memory_mib(host, f"{SERVER}-server.service")) for host in brokers.values()]
     record(
-        f"redis with sentinel, {kind} of the primary {node} (primary after it: {after}): "
+        f"{SERVER} with sentinel, {kind} of the primary {node} (primary after it: {after}): "
         f"{figures['published']} tasks acknowledged, {figures['lost']} lost, {figures['ran_twice']} ran twice, "
         f"{figures['retries']} publishes retried, longest consumption gap {figures['gap']:.2f} s, "
-        f"longest publish gap {figures['publish_gap']:.2f} s; each host's Redis after it: "
+        f"longest publish gap {figures['publish_gap']:.2f} s; each host's {SERVER} after it: "
         + ", ".join(f"{mib} MiB" for mib in memory),
         {"fault": fault, "node": node, "primary_after": after, **figures, "redis_mib": memory},
     )
