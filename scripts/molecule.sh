@@ -10,7 +10,8 @@
 # One run goes to the foreground; several run MOLECULE_JOBS at a time (default 3, longest first:
 # their hosts mostly wait on apt, pip and Celery, two jobs left 40 % of two CPUs idle; the two
 # suites of a scenario that names its own hosts never at once, as they share those names; one on
-# the base config's platform, named by suite, runs on both at once), each logging to
+# the base config's platform, named by suite, runs on both at once), LANE_SCENARIOS' runs one at a
+# time beside them, each logging to
 # .cache/molecule-logs/SCENARIO-SUITE.log with the time of each line, whose tail is printed when
 # the run fails, and its error lines once more at the end.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -21,6 +22,13 @@ FLOOR_SCENARIOS=(site)
 SUITELESS_SCENARIOS=(testhost)
 # Run only when named (`make chaos`, `make benchmark`), not by default.
 NAMED_ONLY_SCENARIOS=(ha-rabbitmq ha-redis fleet)
+# Run by default on one suite each (`make chaos` runs both): four runs would outgrow `make test`'s
+# 60 minutes (two took 615 CPU-s, 2026-12-08; docs/testing.md).
+ONE_SUITE_RUNS=(ha-redis:bookworm ha-rabbitmq:trixie)
+# Runs that mostly wait on the faults they make (the CPU was 85-90 % idle in their verify beside
+# each other, 2026-12-08): they go one at a time in a lane of their own beside the MOLECULE_JOBS
+# others, instead of taking the place of one that keeps the CPU busy.
+LANE_SCENARIOS=(ha-rabbitmq ha-redis)
 requested=()
 while (($#)) && [[ "$1" != "--" ]]; do requested+=("$1"); shift; done
 [[ "${1:-}" == "--" ]] && shift
@@ -34,6 +42,7 @@ if ((${#requested[@]} == 0)); then
     name="$(basename "$(dirname "$file")")"
     [[ " ${scenarios[*]} ${NAMED_ONLY_SCENARIOS[*]} " == *" $name "* ]] || scenarios+=("$name")
   done
+  scenarios+=("${ONE_SUITE_RUNS[@]}")
   requested=("${scenarios[@]}")
 fi
 ((${#requested[@]})) || die "no molecule scenarios found under molecule/"
@@ -109,15 +118,24 @@ run_scenario() {
 jobs_max="${MOLECULE_JOBS:-3}"
 # shares_hosts SCENARIO: whether its suites share host names (its molecule.yml names its platforms).
 shares_hosts() { grep -q '^platforms:' "molecule/$1/molecule.yml"; }
+# in_lane SCENARIO: whether its runs go in the lane beside the jobs.
+in_lane() { [[ " ${LANE_SCENARIOS[*]} " == *" $1 "* ]]; }
 rm -f "$logs"/*.passed
 declare -A running=() # PID -> SCENARIO:SUITE
 pending=("${runs[@]}")
 while ((${#pending[@]} + ${#running[@]})); do
-  # Start the first pending run whose scenario is not running on another suite, while a job is free.
+  # Start the first pending run whose scenario is not running on another suite, while a job (or
+  # the lane) is free.
   started=false
-  if ((${#running[@]} < jobs_max)); then
+  jobs_running=0
+  lane_running=0
+  for other in "${running[@]}"; do
+    if in_lane "${other%%:*}"; then lane_running=$((lane_running + 1)); else jobs_running=$((jobs_running + 1)); fi
+  done
+  if ((jobs_running < jobs_max || lane_running < 1)); then
     for i in "${!pending[@]}"; do
       run="${pending[$i]}"
+      if in_lane "${run%%:*}"; then ((lane_running < 1)) || continue; else ((jobs_running < jobs_max)) || continue; fi
       busy=false
       if shares_hosts "${run%%:*}"; then
         for other in "${running[@]}"; do [[ "${other%%:*}" == "${run%%:*}" ]] && busy=true; done
