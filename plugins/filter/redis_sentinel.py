@@ -66,7 +66,7 @@ def sentinel_group_whole(answer_lines, node_count):
     primary = dict(zip(lines[2::2], lines[3::2], strict=False))
     others = str(int(node_count) - 1)
     return (
-        lines[1:2] != []
+        len(lines) > 1
         and lines[1].startswith("OK ")
         and primary.get("flags") == "master"
         and primary.get("num-slaves") == others
